@@ -1,0 +1,252 @@
+"""The engine: one forward pass gives logits, per-scale SMOE maps, a CAM from the head, and their fusion."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rtsal.errors import UsageError
+from rtsal.hooks import ActivationRecorder
+from rtsal.layers import Probe, probe
+from rtsal.models import LoadedModel, imagenet_classes, load_model
+from rtsal.preprocess import Preprocess
+from rtsal.saliency import combine as comb
+from rtsal.saliency.cam import CAMS, CAMS_LINEAR, linear_head_grad
+from rtsal.saliency.norm import NORMS, range_norm
+from rtsal.saliency.smoe import NEEDS_RELU, STATISTICS
+from rtsal.types import SaliencyResult, TopK
+
+METHODS = ("fastcam", "smoe", "nonclass", "gradcam", "gradcampp")
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class Explainer:
+    """Owns a classifier and its hooks; :meth:`explain` runs one forward pass and returns every map.
+
+    Use as a context manager (hooks are removed on exit, also on error) or call :meth:`close`.
+
+    Args:
+        model: a registered name (see ``rtsal.models.MODELS``) or an ``nn.Module`` classifier.
+        weights: ``"default"`` (pretrained), a path to a state dict, or ``None`` (random init).
+        method: ``fastcam`` (SMOE x CAM), ``smoe``, ``nonclass``, ``gradcam`` or ``gradcampp``.
+        cam: the CAM that FastCAM fuses with: ``gradcampp`` or ``gradcam``.
+        norm: per-scale normalisation: ``gauss``, ``gamma`` or ``range``.
+        layer_weights: ``equal``, ``linear``, ``prior`` or one number per scale-end layer.
+        statistic: per-location channel statistic: ``smoe``, ``mean``, ``std``, ``max`` or ``entropy``.
+        layers: explicit scale-end layer names (``NAME`` or ``NAME#CALL``); found by a probe otherwise.
+        size: model input size: short side (int) or (height, width).
+        channels_last: run the model in channels-last memory format (faster convolutions and channel
+            reductions on CPU).
+        head_autograd: force the autograd-through-the-head CAM even when a closed form exists.
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "efficientnet-lite0",
+        weights: str | os.PathLike | None = "default",
+        method: str = "fastcam",
+        cam: str = "gradcampp",
+        norm: str = "gauss",
+        layer_weights: str | Sequence[float] = "equal",
+        statistic: str = "smoe",
+        layers: Sequence[str] | None = None,
+        device: str | torch.device = "cpu",
+        size: int | tuple[int, int] = 224,
+        topk: int = 5,
+        channels_last: bool = True,
+        head_autograd: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        _choose("method", method, METHODS)
+        _choose("cam", cam, tuple(CAMS))
+        _choose("norm", norm, tuple(NORMS))
+        _choose("statistic", statistic, tuple(STATISTICS))
+        if topk < 1:
+            raise UsageError(f"topk must be at least 1, got {topk}")
+        self.device = torch.device(device)
+        loaded: LoadedModel = load_model(model, weights, mean=mean, std=std, class_names=class_names)
+        self.name = loaded.name
+        self._module = loaded.module.to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            self._module = self._module.to(memory_format=torch.channels_last)
+        self.info: Probe = probe(self._module, layers=layers if layers is not None else loaded.layers)
+        self.layers = self.info.layers
+        n_cls = self.info.num_classes
+        if loaded.class_names:
+            if len(loaded.class_names) != n_cls:
+                raise UsageError(f"{len(loaded.class_names)} class names for a model with {n_cls} classes")
+            self.class_names = loaded.class_names
+        else:
+            self.class_names = imagenet_classes() if n_cls == 1000 else tuple(f"class_{i}" for i in range(n_cls))
+        self.method = method
+        self.cam_name = method if method in ("gradcam", "gradcampp") else cam
+        self.norm_name = norm
+        self.statistic = statistic
+        self.weights = comb.layer_weights(layer_weights, len(self.layers))
+        self.topk = min(topk, n_cls)
+        self.mean, self.std = loaded.mean, loaded.std
+        self._preprocess = Preprocess(loaded.mean, loaded.std, size, self.device, channels_last)
+        self._stat = STATISTICS[statistic]
+        self._stat_relu = NEEDS_RELU[statistic]
+        self._norm = NORMS[norm]
+        self.closed_form = self.info.linear_head is not None and not head_autograd
+        if self.closed_form:
+            head = dict(self._module.named_modules())[self.info.linear_head]
+            self._head_weight = head.weight.detach()
+        self._recorder = ActivationRecorder(self._module, self.layers, grad_layer=len(self.layers) - 1)
+        self._recorder.track_grad = not self.closed_form
+        self._recorder.__enter__()
+
+    # -- lifetime -----------------------------------------------------------------------------------------
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the hooks. The explainer cannot be used afterwards."""
+        self._recorder.close()
+
+    @property
+    def model(self) -> nn.Module:
+        """The classifier (eval mode, on ``device``)."""
+        return self._module
+
+    def preprocess(self, images: np.ndarray | Tensor | Sequence[np.ndarray]) -> Tensor:
+        """RGB uint8 (H, W, 3) or (N, H, W, 3) -> normalised (N, 3, h, w) float32 on the model's device."""
+        return self._preprocess(images)
+
+    # -- the engine ---------------------------------------------------------------------------------------
+    def explain(
+        self, images: np.ndarray | Tensor | Sequence[np.ndarray], target: int | Sequence[int] | Tensor | None = None
+    ) -> SaliencyResult:
+        """Explain a batch: RGB uint8 (H, W, 3) / (N, H, W, 3), or a preprocessed float tensor (N, 3, h, w).
+
+        ``target`` is the class the CAM explains: top-1 by default, one index, or one per image.
+        Maps come back at the input images' (H, W).
+        """
+        if not self._recorder._handles:
+            raise RuntimeError("this Explainer is closed")
+        timings: dict[str, float] = {}
+        t0 = _now(self.device)
+        if isinstance(images, Tensor) and images.is_floating_point():
+            if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+                raise UsageError(f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}")
+            x = images.to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out_size = (int(images.shape[2]), int(images.shape[3]))
+        else:
+            x = self._preprocess(images)
+            shape = images.shape if hasattr(images, "shape") else np.shape(images[0])
+            out_size = (int(shape[-3]), int(shape[-2]))
+        t1 = _now(self.device)
+        timings["preprocess"] = (t1 - t0) * 1e3
+        logits, acts = self.forward(x)
+        t2 = _now(self.device)
+        timings["forward"] = (t2 - t1) * 1e3
+        result = self.saliency(logits, acts, out_size, target)
+        t3 = _now(self.device)
+        timings["saliency"] = (t3 - t2) * 1e3
+        timings["total"] = (t3 - t0) * 1e3
+        return _with_timings(result, timings)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """One forward pass of a preprocessed batch: logits (N, classes) and the scale-end activations."""
+        if self.closed_form:
+            with torch.inference_mode():
+                logits = self._module(x)
+        else:
+            with torch.no_grad():  # the hook switches grad on after the last scale-end layer
+                logits = self._module(x)
+        return logits, self._recorder.pop()
+
+    def saliency(
+        self,
+        logits: Tensor,
+        acts: Sequence[Tensor],
+        out_size: tuple[int, int],
+        target: int | Sequence[int] | Tensor | None = None,
+    ) -> SaliencyResult:
+        """Everything after the forward pass: SMOE maps, normalisation, combination, CAM and fusion."""
+        n = logits.shape[0]
+        tgt = self._targets(logits, target)
+        with torch.inference_mode(self.closed_form):
+            cam_small = self._cam(logits, acts, tgt)
+        with torch.inference_mode():
+            per_scale = []
+            for info, a in zip(self.layers, acts, strict=True):
+                if info.relu and self._stat_relu:
+                    a = torch.relu(a)
+                per_scale.append(self._norm(self._stat(a)))
+            smoe, stack = comb.combine_maps(per_scale, out_size, self.weights)
+            cam = range_norm(comb.upsample(cam_small.detach(), out_size))
+            fused = smoe * cam
+            nonclass = smoe - fused
+            probs = torch.softmax(logits.detach().float(), dim=1)
+            top_p, top_i = probs.topk(self.topk, dim=1)
+            labels = [[self.class_names[i] for i in row] for row in top_i.tolist()]
+        maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
+        assert fused.shape[0] == n
+        return SaliencyResult(
+            logits=logits.detach(),
+            topk=TopK(top_i, top_p, labels),
+            target=tgt,
+            saliency=maps[self.method],
+            method=self.method,
+            scales=stack,
+            smoe=smoe,
+            cam=cam,
+            fused=fused,
+            nonclass=nonclass,
+            layers=tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in self.layers),
+        )
+
+    def _targets(self, logits: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
+        n, n_cls = logits.shape
+        if target is None:
+            return logits.detach().argmax(dim=1)
+        t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
+        if t.numel() == 1:
+            t = t.expand(n)
+        if t.numel() != n:
+            raise UsageError(f"target: got {t.numel()} classes for a batch of {n}")
+        if bool(((t < 0) | (t >= n_cls)).any()):
+            raise UsageError(f"target class out of range 0..{n_cls - 1}")
+        return t
+
+    def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor) -> Tensor:
+        a = acts[-1]
+        if self.closed_form:
+            if self.layers[-1].relu:
+                a = torch.relu(a)
+            g = linear_head_grad(self._head_weight, target, (a.shape[2], a.shape[3]))
+            return CAMS_LINEAR[self.cam_name](a, g)
+        score = logits.gather(1, target.view(-1, 1)).sum()
+        (g,) = torch.autograd.grad(score, a)
+        return CAMS[self.cam_name](a.detach(), g)
+
+
+def _choose(what: str, value: str, options: Sequence[str]) -> None:
+    if value not in options:
+        raise UsageError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
+
+
+def _with_timings(result: SaliencyResult, timings: dict[str, float]) -> SaliencyResult:
+    from dataclasses import replace
+
+    return replace(result, timings=timings)

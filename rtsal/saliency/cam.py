@@ -1,0 +1,63 @@
+"""Class activation maps from the head: Grad-CAM and Grad-CAM++ (pure functions).
+
+``a`` is the activation at the last scale-end layer, (N, C, h, w); ``g`` the gradient of the target score
+with respect to it, same shape. When the head is global-average-pool -> linear, ``g`` is constant over space,
+``g[n, k] = W[target[n], k] / (h * w)``, and the ``*_linear`` forms need no autograd at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def gradcam(a: Tensor, g: Tensor) -> Tensor:
+    """Grad-CAM: ``ReLU(sum_k mean_ij(g_k) * a_k)``. (N, C, h, w), (N, C, h, w) -> (N, h, w)."""
+    w = g.mean(dim=(2, 3))
+    return torch.relu(torch.einsum("nc,nchw->nhw", w, a))
+
+
+def gradcampp(a: Tensor, g: Tensor) -> Tensor:
+    """Grad-CAM++ with the exp(score) factor left out (one positive scalar per image).
+
+    ``alpha = g^2 / (2 g^2 + sum_ij(a) * g^3)`` (0 where the denominator is 0),
+    ``w_k = sum_ij alpha * ReLU(g)``, ``ReLU(sum_k w_k a_k)``. (N, C, h, w), (N, C, h, w) -> (N, h, w).
+    """
+    g2 = g * g
+    denom = 2.0 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
+    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+    w = (alpha * torch.relu(g)).sum(dim=(2, 3))
+    return torch.relu(torch.einsum("nc,nchw->nhw", w, a))
+
+
+def linear_head_grad(weight: Tensor, target: Tensor, spatial: tuple[int, int]) -> Tensor:
+    """The per-channel gradient of a GAP -> linear head: ``W[target] / (h * w)``. -> (N, C)."""
+    h, w = spatial
+    return weight[target] / float(h * w)
+
+
+def gradcam_linear(a: Tensor, g: Tensor) -> Tensor:
+    """Grad-CAM for a spatially constant gradient ``g`` (N, C). (N, C, h, w) -> (N, h, w)."""
+    return torch.relu(torch.einsum("nc,nchw->nhw", g, a))
+
+
+def gradcampp_linear(a: Tensor, g: Tensor) -> Tensor:
+    """Grad-CAM++ for a spatially constant gradient ``g`` (N, C): ``alpha_k = 1 / (2 + g_k sum_ij a_k)``.
+
+    ``w_k = h * w * alpha_k * ReLU(g_k)``. (N, C, h, w) -> (N, h, w).
+    """
+    hw = a.shape[2] * a.shape[3]
+    denom = 2.0 + g * a.sum(dim=(2, 3))
+    ok = (denom != 0) & (g != 0)
+    alpha = torch.where(ok, 1.0 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(g))
+    w = hw * alpha * torch.relu(g)
+    return torch.relu(torch.einsum("nc,nchw->nhw", w, a))
+
+
+CAMS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"gradcam": gradcam, "gradcampp": gradcampp}
+CAMS_LINEAR: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "gradcam": gradcam_linear,
+    "gradcampp": gradcampp_linear,
+}

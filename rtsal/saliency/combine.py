@@ -1,0 +1,60 @@
+"""Combine per-scale maps into one (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rtsal.errors import UsageError
+
+PRIOR_5 = (0.18, 0.15, 0.37, 0.40, 0.72)  # the paper's ImageNet layer priors for 5 scales
+PRESETS = ("equal", "linear", "prior")
+
+
+def layer_weights(spec: str | Sequence[float], n_layers: int) -> list[float]:
+    """Weights for ``n_layers`` scales from a preset name or an explicit list.
+
+    ``equal``: all 1; ``linear``: 1, 2, ..., L; ``prior``: the paper's priors (interpolated along the layer
+    order when L is not 5).
+    """
+    if isinstance(spec, str):
+        if spec == "equal":
+            return [1.0] * n_layers
+        if spec == "linear":
+            return [float(i + 1) for i in range(n_layers)]
+        if spec == "prior":
+            if n_layers == len(PRIOR_5):
+                return list(PRIOR_5)
+            src = torch.tensor(PRIOR_5).view(1, 1, -1)
+            return F.interpolate(src, size=n_layers, mode="linear", align_corners=True).flatten().tolist()
+        raise UsageError(f"unknown layer weights {spec!r}: use one of {', '.join(PRESETS)} or a list of numbers")
+    weights = [float(w) for w in spec]
+    if len(weights) != n_layers:
+        raise UsageError(f"layer weights: got {len(weights)} numbers for {n_layers} scale-end layers")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UsageError("layer weights must be non-negative with a positive sum")
+    return weights
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of (N, h, w) or (N, L, h, w) maps to ``size`` = (H, W), align_corners=False."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    squeeze = maps.dim() == 3
+    x = maps.unsqueeze(1) if squeeze else maps
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x.squeeze(1) if squeeze else x
+
+
+def combine_maps(maps: Sequence[Tensor], size: tuple[int, int], weights: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """Upsample each (N, h_i, w_i) map to ``size`` and take the weighted mean.
+
+    Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W).
+    """
+    stack = torch.stack([upsample(m, size) for m in maps], dim=1)
+    w = torch.tensor(weights, dtype=stack.dtype, device=stack.device)
+    combined = torch.einsum("nlhw,l->nhw", stack, w / w.sum())
+    return combined, stack
