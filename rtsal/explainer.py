@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from rtsal.errors import UsageError
 from rtsal.hooks import ActivationRecorder
 from rtsal.layers import Probe, probe
+from rtsal.methods import ENGINE_METHODS
 from rtsal.models import LoadedModel, imagenet_classes, load_model
 from rtsal.preprocess import Preprocess
 from rtsal.saliency import combine as comb
@@ -21,7 +22,7 @@ from rtsal.saliency.norm import NORMS, range_norm
 from rtsal.saliency.smoe import NEEDS_RELU, STATISTICS
 from rtsal.types import SaliencyResult, TopK
 
-METHODS = ("fastcam", "smoe", "nonclass", "gradcam", "gradcampp")
+METHODS = ENGINE_METHODS
 
 
 def _now(device: torch.device) -> float:

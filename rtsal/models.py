@@ -15,11 +15,13 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from rtsal.errors import ModelError, UsageError
+
+if TYPE_CHECKING:  # torch is imported when a model is built, so `rtsal --help` stays light
+    import torch
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,6 +76,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     Accepts a bare state dict or a checkpoint holding one under ``state_dict`` or ``model``.
     """
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"weights file not found: {p}")
@@ -120,6 +124,7 @@ def _efficientnet_lite0(weights: Weights) -> nn.Module:
 
 def _torchvision(name: str) -> Callable[[Weights], nn.Module]:
     def build(weights: Weights) -> nn.Module:
+        import torch
         from torchvision import models as tvm
 
         if weights == "default":
@@ -168,6 +173,8 @@ def load_model(
 ) -> LoadedModel:
     """Build a registered model by name, or wrap an ``nn.Module`` classifier (ImageNet preprocessing unless
     ``mean``/``std`` are given; class names ``class_<i>`` unless it has 1000 classes or names are given)."""
+    from torch import nn
+
     if isinstance(model, nn.Module):
         module = model.eval()
         m = tuple(mean) if mean is not None else IMAGENET_MEAN

@@ -1,0 +1,33 @@
+"""rtsal: real-time saliency overlays for PyTorch image classifiers.
+
+``rtsal.Explainer`` runs one forward pass per frame and returns FastCAM's per-scale SMOE Scale maps, their
+combination, a class activation map from the head, and their fusion. Heavy modules load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Explainer", "SaliencyResult", "RtsalError", "__version__"]
+
+if TYPE_CHECKING:
+    from rtsal.errors import RtsalError
+    from rtsal.explainer import Explainer
+    from rtsal.types import SaliencyResult
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Explainer":
+        from rtsal.explainer import Explainer
+
+        return Explainer
+    if name == "SaliencyResult":
+        from rtsal.types import SaliencyResult
+
+        return SaliencyResult
+    if name == "RtsalError":
+        from rtsal.errors import RtsalError
+
+        return RtsalError
+    raise AttributeError(f"module 'rtsal' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from rtsal.cli import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""One module per ``rtsal`` subcommand; shared option groups live in :mod:`rtsal.commands.common`."""

@@ -1,0 +1,148 @@
+"""Option groups and helpers shared by the subcommands (torch-free at import)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rtsal.errors import UsageError, VideoIOError
+from rtsal.methods import CAMS, METHODS, NORMS, STATISTICS, WEIGHT_PRESETS
+from rtsal.models import MODELS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from rtsal.explainer import Explainer
+
+VIEW_NAMES = ("overlay", "lovi", "layers", "side", "map")
+CMAP_NAMES = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "bone")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
+    """--model, --weights, --method and the FastCAM settings."""
+    g = p.add_argument_group("model and method")
+    g.add_argument("--model", default="efficientnet-lite0", metavar="NAME",
+                   help=f"classifier: {', '.join(MODELS)} (default: efficientnet-lite0, works offline)")
+    g.add_argument("--weights", default="default", metavar="default|PATH|none",
+                   help="pretrained weights (default), a saved state dict, or none (random init)")
+    g.add_argument("--method", default="fastcam", choices=methods or tuple(METHODS), metavar="METHOD",
+                   help=f"saliency method: {', '.join(methods or METHODS)} (default: fastcam)")
+    g.add_argument("--cam", default="gradcampp", choices=CAMS, help="CAM fused by fastcam (default: gradcampp)")
+    g.add_argument("--norm", default="gauss", choices=NORMS, help="per-scale normalisation (default: gauss)")
+    g.add_argument("--layer-weights", default="equal", metavar="PRESET|W1,W2,...",
+                   help=f"scale weights: {', '.join(WEIGHT_PRESETS)} or a comma-separated list (default: equal)")
+    g.add_argument("--statistic", default="smoe", choices=STATISTICS, help="channel statistic (default: smoe)")
+    g.add_argument("--layers", default=None, metavar="NAME,NAME,...",
+                   help="explicit scale-end layers (see `rtsal layers MODEL`)")
+    g.add_argument("--size", type=int, default=224, help="model input short side in pixels (default: 224)")
+    g.add_argument("--target", type=int, default=None, metavar="CLASS",
+                   help="class index the CAM explains (default: the top-1 class)")
+    g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") -> None:
+    """--view, --cmap, --alpha."""
+    g = p.add_argument_group("rendering")
+    g.add_argument("--view", default=default_view, choices=VIEW_NAMES, help=f"what to draw (default: {default_view})")
+    g.add_argument("--cmap", default="jet", choices=CMAP_NAMES, help="colour map (default: jet)")
+    g.add_argument("--alpha", type=float, default=0.5, help="map opacity over the picture, 0..1 (default: 0.5)")
+
+
+def parse_weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def parse_layer_weights(value: str) -> str | list[float]:
+    if value in WEIGHT_PRESETS:
+        return value
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise UsageError(f"--layer-weights: use {', '.join(WEIGHT_PRESETS)} or numbers like 1,2,3,4,5") from None
+
+
+def check_view_args(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha must be within 0..1, got {args.alpha}")
+
+
+def make_explainer(args: argparse.Namespace) -> Explainer:
+    """Build the Explainer the engine options ask for."""
+    from rtsal.explainer import Explainer
+
+    if args.size < 32:
+        raise UsageError(f"--size must be at least 32, got {args.size}")
+    return Explainer(
+        model=args.model,
+        weights=parse_weights(args.weights),
+        method=args.method,
+        cam=args.cam,
+        norm=args.norm,
+        layer_weights=parse_layer_weights(args.layer_weights),
+        statistic=args.statistic,
+        layers=args.layers.split(",") if args.layers else None,
+        device=args.device,
+        size=args.size,
+    )
+
+
+def expand_images(paths: list[str]) -> list[Path]:
+    """Files as given, directories expanded to the image files inside (sorted, not recursive)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            if not found:
+                raise VideoIOError(f"no image files in directory {p}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise VideoIOError(f"no such file: {p}")
+    return out
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file -> RGB uint8 (H, W, 3); grey and alpha images are converted."""
+    import cv2
+    import numpy as np
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise VideoIOError(f"cannot read {path}: not an image OpenCV can decode")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    """Write RGB uint8 to PNG/JPEG, raising VideoIOError when it cannot be written."""
+    import cv2
+
+    ok = False
+    try:
+        ok, buf = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if ok:
+            path.write_bytes(buf.tobytes())
+    except OSError as exc:
+        raise VideoIOError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not ok:
+        raise VideoIOError(f"cannot encode {path}")
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create the output directory if needed and check it can be written, before any work starts."""
+    import os
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise VideoIOError(f"output {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VideoIOError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise VideoIOError(f"output directory {out} is not writable")
+    return out

@@ -1,0 +1,139 @@
+"""Views: small annotators that draw one image's explanation over (or beside) the RGB frame.
+
+Each view has its configuration in ``__init__`` and one ``annotate(image, result, i) -> image`` taking and
+returning RGB uint8 (H, W, 3); ``i`` picks the image of the batch in ``result``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from rtsal.render.colormap import colorize, to_numpy_map
+from rtsal.types import SaliencyResult
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def blend(image: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * color`` in uint8."""
+    return cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0)
+
+
+def put_label(image: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.5) -> None:
+    """White text on a dark box, in place; ``org`` is the top-left corner."""
+    thickness = 1 if scale < 0.8 else 2
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    x, y = org
+    cv2.rectangle(image, (x, y), (x + tw + 6, y + th + base + 6), (0, 0, 0), -1)
+    cv2.putText(image, text, (x + 3, y + th + 3), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def draw_topk(image: np.ndarray, result: SaliencyResult, i: int = 0, k: int = 3, scale: float | None = None) -> None:
+    """Write the top-k classes with their probabilities in the bottom-left corner, in place."""
+    h = image.shape[0]
+    scale = scale if scale is not None else max(0.4, min(1.0, image.shape[1] / 900))
+    line = int(28 * scale / 0.5 * 0.75)
+    labels = result.topk.labels[i][:k]
+    probs = result.topk.probs[i][:k].tolist()
+    for j, (name, p) in enumerate(zip(labels, probs, strict=False)):
+        y = h - (len(labels) - j) * line - 6
+        put_label(image, f"{j + 1}. {name} {p:.0%}", (6, y), scale)
+
+
+@dataclass
+class OverlayView:
+    """The method's map through a colour map, blended over the frame."""
+
+    cmap: str = "jet"
+    alpha: float = 0.5
+
+    def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
+        return blend(image, colorize(result.saliency[i], self.cmap), self.alpha)
+
+
+@dataclass
+class MapView:
+    """The method's map alone, through a colour map."""
+
+    cmap: str = "jet"
+    alpha: float = 0.5
+
+    def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
+        return colorize(result.saliency[i], self.cmap)
+
+
+@dataclass
+class LoviView:
+    """LOVI colouring of the per-scale stack (violet: early layers ... yellow/red: late; white: all alike)."""
+
+    cmap: str = "jet"
+    alpha: float = 0.5
+
+    def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
+        if result.scales is None:
+            return OverlayView(self.cmap, self.alpha).annotate(image, result, i)
+        from rtsal.saliency.lovi import lovi
+
+        bgr = to_numpy_map(lovi(result.scales[i]))
+        rgb = (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
+        return blend(image, rgb, self.alpha)
+
+
+@dataclass
+class SideView:
+    """Photo | map | overlay, side by side (3x the width)."""
+
+    cmap: str = "jet"
+    alpha: float = 0.5
+
+    def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
+        color = colorize(result.saliency[i], self.cmap)
+        return np.concatenate([image, color, blend(image, color, self.alpha)], axis=1)
+
+
+@dataclass
+class LayersView:
+    """A labelled grid: each scale's map, the combined SMOE map, the CAM and the method's map, over the frame."""
+
+    cmap: str = "jet"
+    alpha: float = 0.5
+
+    def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
+        tiles: list[tuple[str, np.ndarray]] = []
+        if result.scales is not None:
+            for l, name in enumerate(result.layers or [f"scale {l}" for l in range(result.scales.shape[1])]):
+                tiles.append((f"{l + 1}: {name}", result.scales[i, l]))
+        for label, m in (("SMOE combined", result.smoe), ("CAM", result.cam)):
+            if m is not None:
+                tiles.append((label, m[i]))
+        tiles.append((result.method, result.saliency[i]))
+        h, w = image.shape[:2]
+        cols = math.ceil(math.sqrt(len(tiles)))
+        rows = math.ceil(len(tiles) / cols)
+        tw = max(64, w // cols)
+        th = max(48, round(h * tw / w))
+        grid = np.zeros((rows * th, cols * tw, 3), np.uint8)
+        small = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+        scale = max(0.35, min(0.6, tw / 500))
+        for k, (label, m) in enumerate(tiles):
+            r, c = divmod(k, cols)
+            tile = blend(small, cv2.resize(colorize(m, self.cmap), (tw, th), interpolation=cv2.INTER_AREA), self.alpha)
+            put_label(tile, label, (2, 2), scale)
+            grid[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
+        return grid
+
+
+VIEWS = {"overlay": OverlayView, "lovi": LoviView, "layers": LayersView, "side": SideView, "map": MapView}
+
+
+def make_view(name: str, cmap: str = "jet", alpha: float = 0.5):
+    """A view by name (see ``VIEWS``)."""
+    if name not in VIEWS:
+        raise ValueError(f"unknown view {name!r}: choose one of {', '.join(VIEWS)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be within 0..1, got {alpha}")
+    return VIEWS[name](cmap=cmap, alpha=alpha)
