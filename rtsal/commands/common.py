@@ -146,3 +146,9 @@ def prepare_output_dir(path: str | Path) -> Path:
     if not os.access(out, os.W_OK | os.X_OK):
         raise VideoIOError(f"output directory {out} is not writable")
     return out
+
+
+def make_runner(args: argparse.Namespace):
+    """The object that explains frames for the selected ``--method``: a context manager with
+    ``explain(images, target=None) -> SaliencyResult``. Engine methods run on the Explainer itself."""
+    return make_explainer(args)
