@@ -1,6 +1,7 @@
 """The ``rtsal`` command line: ``main(argv) -> exit code``.
 
-Each subcommand lives in ``rtsal/commands/<name>.py`` with ``add_parser(subparsers)`` and ``run(args) -> int``.
+Each subcommand lives in ``rtsal/commands/<name>.py`` with ``add_parser(subparsers)`` and
+``run(args) -> int``.
 Nothing here imports torch, so ``rtsal --help`` is instant. Exit codes: 0 success, 1 runtime error
 (one line on stderr, no traceback unless ``--debug``), 2 usage error, 130 interrupted.
 """

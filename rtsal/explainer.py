@@ -91,7 +91,9 @@ class Explainer:
                 raise UsageError(f"{len(loaded.class_names)} class names for a model with {n_cls} classes")
             self.class_names = loaded.class_names
         else:
-            self.class_names = imagenet_classes() if n_cls == 1000 else tuple(f"class_{i}" for i in range(n_cls))
+            self.class_names = (
+                imagenet_classes() if n_cls == 1000 else tuple(f"class_{i}" for i in range(n_cls))
+            )
         self.method = method
         self.cam_name = method if method in ("gradcam", "gradcampp") else cam
         self.norm_name = norm
@@ -133,7 +135,9 @@ class Explainer:
 
     # -- the engine ---------------------------------------------------------------------------------------
     def explain(
-        self, images: np.ndarray | Tensor | Sequence[np.ndarray], target: int | Sequence[int] | Tensor | None = None
+        self,
+        images: np.ndarray | Tensor | Sequence[np.ndarray],
+        target: int | Sequence[int] | Tensor | None = None,
     ) -> SaliencyResult:
         """Explain a batch: RGB uint8 (H, W, 3) / (N, H, W, 3), or a preprocessed float tensor (N, 3, h, w).
 
@@ -146,7 +150,9 @@ class Explainer:
         t0 = _now(self.device)
         if isinstance(images, Tensor) and images.is_floating_point():
             if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-                raise UsageError(f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}")
+                raise UsageError(
+                    f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
+                )
             x = images.to(self.device)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -169,7 +169,9 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
     return Probe(infos, int(logits.shape[1]), head)
 
 
-def _find_linear_head(model: nn.Module, last: LayerInfo, num_classes: int, size: tuple[int, int]) -> str | None:
+def _find_linear_head(
+    model: nn.Module, last: LayerInfo, num_classes: int, size: tuple[int, int]
+) -> str | None:
     """The name of an ``nn.Linear`` such that logits == linear(mean_ij(A_last)), checked numerically."""
     candidates = [
         (n, m)

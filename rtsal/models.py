@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +82,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ModelError(f"weights file not found: {p}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # the weights-only unpickler raises many types for a file that is not one
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"not a PyTorch weights file: {p} ({first[:120]})") from None
     if isinstance(obj, dict):
@@ -135,7 +134,7 @@ def _torchvision(name: str) -> Callable[[Weights], nn.Module]:
                 cache = Path(torch.hub.get_dir()) / "checkpoints"
                 raise ModelError(
                     f"could not get the pretrained {name} weights ({type(exc).__name__}): connect to the "
-                    f"internet once (they are cached in {cache}), or pass --weights PATH to a saved state dict"
+                    f"internet once (they are cached in {cache}), or pass --weights PATH to a state dict"
                 ) from None
             return model.eval()
         model = tvm.get_model(name, weights=None)

@@ -84,4 +84,6 @@ class Preprocess:
             batch = np.stack([cv2.resize(im, (mw, mh), interpolation=interp) for im in batch])
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float()
         x = x * self._scale - self._shift
-        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return x.contiguous(
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+        )

@@ -23,31 +23,65 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
     """--model, --weights, --method and the FastCAM settings."""
     g = p.add_argument_group("model and method")
-    g.add_argument("--model", default="efficientnet-lite0", metavar="NAME",
-                   help=f"classifier: {', '.join(MODELS)} (default: efficientnet-lite0, works offline)")
-    g.add_argument("--weights", default="default", metavar="default|PATH|none",
-                   help="pretrained weights (default), a saved state dict, or none (random init)")
-    g.add_argument("--method", default="fastcam", choices=methods or tuple(METHODS), metavar="METHOD",
-                   help=f"saliency method: {', '.join(methods or METHODS)} (default: fastcam)")
-    g.add_argument("--cam", default="gradcampp", choices=CAMS, help="CAM fused by fastcam (default: gradcampp)")
+    g.add_argument(
+        "--model",
+        default="efficientnet-lite0",
+        metavar="NAME",
+        help=f"classifier: {', '.join(MODELS)} (default: efficientnet-lite0, works offline)",
+    )
+    g.add_argument(
+        "--weights",
+        default="default",
+        metavar="default|PATH|none",
+        help="pretrained weights (default), a saved state dict, or none (random init)",
+    )
+    g.add_argument(
+        "--method",
+        default="fastcam",
+        choices=methods or tuple(METHODS),
+        metavar="METHOD",
+        help=f"saliency method: {', '.join(methods or METHODS)} (default: fastcam)",
+    )
+    g.add_argument(
+        "--cam", default="gradcampp", choices=CAMS, help="CAM fused by fastcam (default: gradcampp)"
+    )
     g.add_argument("--norm", default="gauss", choices=NORMS, help="per-scale normalisation (default: gauss)")
-    g.add_argument("--layer-weights", default="equal", metavar="PRESET|W1,W2,...",
-                   help=f"scale weights: {', '.join(WEIGHT_PRESETS)} or a comma-separated list (default: equal)")
-    g.add_argument("--statistic", default="smoe", choices=STATISTICS, help="channel statistic (default: smoe)")
-    g.add_argument("--layers", default=None, metavar="NAME,NAME,...",
-                   help="explicit scale-end layers (see `rtsal layers MODEL`)")
+    g.add_argument(
+        "--layer-weights",
+        default="equal",
+        metavar="PRESET|W1,W2,...",
+        help=f"scale weights: {', '.join(WEIGHT_PRESETS)} or a comma-separated list (default: equal)",
+    )
+    g.add_argument(
+        "--statistic", default="smoe", choices=STATISTICS, help="channel statistic (default: smoe)"
+    )
+    g.add_argument(
+        "--layers",
+        default=None,
+        metavar="NAME,NAME,...",
+        help="explicit scale-end layers (see `rtsal layers MODEL`)",
+    )
     g.add_argument("--size", type=int, default=224, help="model input short side in pixels (default: 224)")
-    g.add_argument("--target", type=int, default=None, metavar="CLASS",
-                   help="class index the CAM explains (default: the top-1 class)")
+    g.add_argument(
+        "--target",
+        type=int,
+        default=None,
+        metavar="CLASS",
+        help="class index the CAM explains (default: the top-1 class)",
+    )
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") -> None:
     """--view, --cmap, --alpha."""
     g = p.add_argument_group("rendering")
-    g.add_argument("--view", default=default_view, choices=VIEW_NAMES, help=f"what to draw (default: {default_view})")
+    g.add_argument(
+        "--view", default=default_view, choices=VIEW_NAMES, help=f"what to draw (default: {default_view})"
+    )
     g.add_argument("--cmap", default="jet", choices=CMAP_NAMES, help="colour map (default: jet)")
-    g.add_argument("--alpha", type=float, default=0.5, help="map opacity over the picture, 0..1 (default: 0.5)")
+    g.add_argument(
+        "--alpha", type=float, default=0.5, help="map opacity over the picture, 0..1 (default: 0.5)"
+    )
 
 
 def parse_weights(value: str) -> str | None:
@@ -60,7 +94,9 @@ def parse_layer_weights(value: str) -> str | list[float]:
     try:
         return [float(v) for v in value.split(",")]
     except ValueError:
-        raise UsageError(f"--layer-weights: use {', '.join(WEIGHT_PRESETS)} or numbers like 1,2,3,4,5") from None
+        raise UsageError(
+            f"--layer-weights: use {', '.join(WEIGHT_PRESETS)} or numbers like 1,2,3,4,5"
+        ) from None
 
 
 def check_view_args(args: argparse.Namespace) -> None:

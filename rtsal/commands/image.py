@@ -18,8 +18,11 @@ from rtsal.commands.common import (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("image", help="explain image files, write one PNG each",
-                       description="Explain image files (or directories of them); write one PNG per input.")
+    p = sub.add_parser(
+        "image",
+        help="explain image files, write one PNG each",
+        description="Explain image files (or directories of them); write one PNG per input.",
+    )
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files or directories")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the PNGs")
     p.add_argument("--no-labels", action="store_true", help="do not draw the top-3 classes on the images")
@@ -54,8 +57,12 @@ def explain_files(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -
             write_rgb(dest, out)
             written.append(dest)
             top = ", ".join(
-                f"{name} {p:.1%}" for name, p in zip(result.topk.labels[0], result.topk.probs[0].tolist(), strict=False)
+                f"{name} {p:.1%}"
+                for name, p in zip(result.topk.labels[0], result.topk.probs[0].tolist(), strict=False)
             )
             t = result.timings
-            print(f"{path.name}: {top}  [forward {t['forward']:.1f} ms, saliency {t['saliency']:.1f} ms] -> {dest}")
+            print(
+                f"{path.name}: {top}  [forward {t['forward']:.1f} ms, saliency {t['saliency']:.1f} ms]"
+                f" -> {dest}"
+            )
     return written

@@ -8,10 +8,15 @@ from rtsal.models import MODELS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("layers", help="print a model's scale-end layers",
-                       description="Print the scale-end layers of a model (name, channels, stride, size at 224).")
+    p = sub.add_parser(
+        "layers",
+        help="print a model's scale-end layers",
+        description="Print the scale-end layers of a model (name, channels, stride, size at 224).",
+    )
     p.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(MODELS)}")
-    p.add_argument("--layers", default=None, metavar="NAME,NAME,...", help="check explicit layer names instead")
+    p.add_argument(
+        "--layers", default=None, metavar="NAME,NAME,...", help="check explicit layer names instead"
+    )
     return p
 
 
@@ -29,15 +34,25 @@ def format_layers(name: str, info) -> str:
     rows = [("layer", "channels", "stride", "size@224", "ReLU first")]
     for layer in info.layers:
         label = layer.name if layer.call == 0 else f"{layer.name}#{layer.call}"
-        rows.append((label, str(layer.channels), str(layer.stride), f"{layer.size[0]}x{layer.size[1]}",
-                     "yes" if layer.relu else "no"))
+        rows.append(
+            (
+                label,
+                str(layer.channels),
+                str(layer.stride),
+                f"{layer.size[0]}x{layer.size[1]}",
+                "yes" if layer.relu else "no",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"{name}: {len(info.layers)} scale-end layers, {info.num_classes} classes"]
     for k, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    head = (f"closed form from the linear head `{info.linear_head}` (no autograd)" if info.linear_head
-            else "autograd through the head only (the trunk builds no graph)")
+    head = (
+        f"closed form from the linear head `{info.linear_head}` (no autograd)"
+        if info.linear_head
+        else "autograd through the head only (the trunk builds no graph)"
+    )
     lines.append(f"CAM: {head}")
     return "\n".join(lines)

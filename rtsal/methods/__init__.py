@@ -32,9 +32,15 @@ def register_method(info: MethodInfo) -> MethodInfo:
 
 register_method(MethodInfo("fastcam", "forward only", "SMOE Scale maps x Grad-CAM++ from the head (FastCAM)"))
 register_method(MethodInfo("smoe", "forward only", "combined SMOE Scale maps, class-agnostic"))
-register_method(MethodInfo("nonclass", "forward only", "SMOE x (1 - CAM): salient but not the class decision"))
-register_method(MethodInfo("gradcam", "forward only", "Grad-CAM from the head (closed form or head-only backward)"))
-register_method(MethodInfo("gradcampp", "forward only", "Grad-CAM++ from the head (closed form or head-only backward)"))
+register_method(
+    MethodInfo("nonclass", "forward only", "SMOE x (1 - CAM): salient but not the class decision")
+)
+register_method(
+    MethodInfo("gradcam", "forward only", "Grad-CAM from the head (closed form or head-only backward)")
+)
+register_method(
+    MethodInfo("gradcampp", "forward only", "Grad-CAM++ from the head (closed form or head-only backward)")
+)
 
 ENGINE_METHODS = tuple(name for name, info in METHODS.items() if info.engine)
 CAMS = ("gradcampp", "gradcam")

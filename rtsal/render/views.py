@@ -32,7 +32,9 @@ def put_label(image: np.ndarray, text: str, org: tuple[int, int], scale: float =
     cv2.putText(image, text, (x + 3, y + th + 3), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
-def draw_topk(image: np.ndarray, result: SaliencyResult, i: int = 0, k: int = 3, scale: float | None = None) -> None:
+def draw_topk(
+    image: np.ndarray, result: SaliencyResult, i: int = 0, k: int = 3, scale: float | None = None
+) -> None:
     """Write the top-k classes with their probabilities in the bottom-left corner, in place."""
     h = image.shape[0]
     scale = scale if scale is not None else max(0.4, min(1.0, image.shape[1] / 900))
@@ -97,7 +99,7 @@ class SideView:
 
 @dataclass
 class LayersView:
-    """A labelled grid: each scale's map, the combined SMOE map, the CAM and the method's map, over the frame."""
+    """A labelled grid over the frame: each scale's map, the combined SMOE map, the CAM, the method's map."""
 
     cmap: str = "jet"
     alpha: float = 0.5
@@ -121,7 +123,9 @@ class LayersView:
         scale = max(0.35, min(0.6, tw / 500))
         for k, (label, m) in enumerate(tiles):
             r, c = divmod(k, cols)
-            tile = blend(small, cv2.resize(colorize(m, self.cmap), (tw, th), interpolation=cv2.INTER_AREA), self.alpha)
+            tile = blend(
+                small, cv2.resize(colorize(m, self.cmap), (tw, th), interpolation=cv2.INTER_AREA), self.alpha
+            )
             put_label(tile, label, (2, 2), scale)
             grid[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
         return grid

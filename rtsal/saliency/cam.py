@@ -27,7 +27,9 @@ def gradcampp(a: Tensor, g: Tensor) -> Tensor:
     """
     g2 = g * g
     denom = 2.0 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
-    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+    alpha = torch.where(
+        denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g)
+    )
     w = (alpha * torch.relu(g)).sum(dim=(2, 3))
     return torch.relu(torch.einsum("nc,nchw->nhw", w, a))
 

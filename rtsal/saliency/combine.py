@@ -30,7 +30,9 @@ def layer_weights(spec: str | Sequence[float], n_layers: int) -> list[float]:
                 return list(PRIOR_5)
             src = torch.tensor(PRIOR_5).view(1, 1, -1)
             return F.interpolate(src, size=n_layers, mode="linear", align_corners=True).flatten().tolist()
-        raise UsageError(f"unknown layer weights {spec!r}: use one of {', '.join(PRESETS)} or a list of numbers")
+        raise UsageError(
+            f"unknown layer weights {spec!r}: use one of {', '.join(PRESETS)} or a list of numbers"
+        )
     weights = [float(w) for w in spec]
     if len(weights) != n_layers:
         raise UsageError(f"layer weights: got {len(weights)} numbers for {n_layers} scale-end layers")
@@ -49,7 +51,9 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return x.squeeze(1) if squeeze else x
 
 
-def combine_maps(maps: Sequence[Tensor], size: tuple[int, int], weights: Sequence[float]) -> tuple[Tensor, Tensor]:
+def combine_maps(
+    maps: Sequence[Tensor], size: tuple[int, int], weights: Sequence[float]
+) -> tuple[Tensor, Tensor]:
     """Upsample each (N, h_i, w_i) map to ``size`` and take the weighted mean.
 
     Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W).

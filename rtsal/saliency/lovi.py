@@ -9,7 +9,7 @@ from torch import Tensor
 def lovi(stack: Tensor) -> Tensor:
     """Colour each pixel by which layers respond there.
 
-    ``stack`` (L, H, W) or (N, L, H, W) of per-scale maps, min-max normalised over the whole stack of each image.
+    ``stack`` (L, H, W) or (N, L, H, W) of per-scale maps, min-max normalised over each image's whole stack.
     Hue ``300 deg * sum P_l pos_l / sum P_l`` with ``pos_l = 1 - l / (L - 1)`` (early layers violet/blue, late
     red/yellow); saturation ``1 - (mean_l P / max_l P - 1/L) / (1 - 1/L)`` (all layers alike: white);
     value ``max_l P``. Returns BGR float in [0, 1], (H, W, 3) or (N, H, W, 3). All-zero pixels are black.
@@ -27,7 +27,9 @@ def lovi(stack: Tensor) -> Tensor:
     safe_total = torch.where(total > 0, total, torch.ones_like(total))
     hue = 300.0 * torch.einsum("nlhw,l->nhw", p, pos) / safe_total
     if n_layers > 1:
-        ratio = torch.where(peak > 0, (total / n_layers) / torch.where(peak > 0, peak, torch.ones_like(peak)), 1.0)
+        ratio = torch.where(
+            peak > 0, (total / n_layers) / torch.where(peak > 0, peak, torch.ones_like(peak)), 1.0
+        )
         sat = 1.0 - (ratio - 1.0 / n_layers) / (1.0 - 1.0 / n_layers)
     else:
         sat = torch.zeros_like(peak)
