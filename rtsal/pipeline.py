@@ -321,12 +321,16 @@ def run_pipeline(
     queue_size: int = 8,
     stop: threading.Event | None = None,
     monitor: PipelineMonitor | None = None,
+    main_loop: Callable[[], bool | None] | None = None,
     join_timeout: float = 10.0,
 ) -> PipelineStats:
     """Run capture, infer and render on three threads until ``frames`` ends, ``render`` returns False or
     ``stop`` is set; return the counts and timings. See the module docstring for the channel rules.
 
     ``monitor`` (optional) receives live counters that a render callback can read (dropped frames for a HUD).
+    ``main_loop`` (optional) is called over and over in the calling thread while the stages run, and once
+    after they end: GUI toolkits want their windows and event loop on the main thread. Returning False
+    stops the run; an exception in it stops every stage and is re-raised with the stage name "display".
     ``join_timeout`` bounds the wait for each thread after a stop.
     """
     if batch < 1:
@@ -345,9 +349,12 @@ def run_pipeline(
     for t in threads:
         t.start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.1)  # short waits so that Ctrl-C reaches this thread
+        if main_loop is None:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.1)  # short waits so that Ctrl-C reaches this thread
+        else:
+            _main_loop(run, threads, main_loop)
     except KeyboardInterrupt:
         stop.set()
         _join_all(threads, join_timeout)
@@ -370,6 +377,27 @@ def run_pipeline(
                 exc.add_note(f"(also in the {other_stage} stage: {type(other).__name__}: {other})")
         raise _mark(exc, stage)
     return stats_of(monitor, elapsed)
+
+
+def _main_loop(run: _Run, threads: list[threading.Thread], main_loop: Callable[[], bool | None]) -> None:
+    """Call ``main_loop`` in this thread until every stage has ended, then once more (the last frame)."""
+    calling = True
+    while any(t.is_alive() for t in threads):
+        if calling:
+            try:
+                if main_loop() is False:
+                    run.stop.set()
+                    calling = False
+            except Exception as exc:
+                run.fail("display", exc)
+                calling = False
+        for t in threads:
+            t.join(timeout=0.002 if calling else 0.1)
+    if calling and not run.stop.is_set():
+        try:
+            main_loop()
+        except Exception as exc:
+            run.fail("display", exc)
 
 
 def _first_error(errors: list[tuple[str, BaseException]]) -> tuple[str, BaseException]:

@@ -215,3 +215,28 @@ def test_telemetry():
         meter.tick(100.0 + k * 0.05)  # 20 events/s
     assert meter.fps(now=100.5) == pytest.approx(20.0)
     assert meter.fps(now=105.0) == 0.0  # the window has emptied
+
+
+def test_main_loop_runs_in_caller_and_can_stop():
+    caller = threading.get_ident()
+    calls = []
+
+    def main_loop():
+        calls.append(threading.get_ident())
+        return len(calls) < 5
+
+    src = Source(1_000_000, period=0.001)
+    run_pipeline(src, index_infer, lambda f, r: None, live=True, main_loop=main_loop)
+    assert len(calls) == 5 and set(calls) == {caller}
+    assert src.closed and not pipeline_threads()
+
+
+def test_main_loop_error_is_raised_as_display_stage():
+    def main_loop():
+        raise LookupError("window gone")
+
+    with pytest.raises(LookupError) as info:
+        run_pipeline(Source(1_000_000, period=0.001), index_infer, lambda f, r: None, live=True,
+                     main_loop=main_loop)
+    assert info.value.stage == "display"
+    assert not pipeline_threads()
