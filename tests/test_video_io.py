@@ -107,8 +107,15 @@ def probe(path: Path) -> dict:
         out["audio_streams"] = len(c.streams.audio)
         if c.streams.audio:
             a = c.streams.audio[0]
-            out["audio_duration"] = float(a.duration * a.time_base) if a.duration else None
-            out["audio_samples"] = sum(f.samples for f in c.decode(a))
+            samples = 0
+            for packet in c.demux(a):
+                try:  # a player skips a damaged packet; so does this count
+                    samples += sum(f.samples for f in packet.decode())
+                except av.InvalidDataError:
+                    out["audio_errors"] = out.get("audio_errors", 0) + 1
+            out["audio_samples"] = samples
+            # Matroska keeps no per-stream duration: then the decoded length
+            out["audio_duration"] = float(a.duration * a.time_base) if a.duration else samples / a.sample_rate
             out["audio_codec"] = a.codec_context.name
     return out
 
