@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -17,9 +18,10 @@ from rtsal.methods import ENGINE_METHODS
 from rtsal.models import LoadedModel, imagenet_classes, load_model
 from rtsal.preprocess import Preprocess
 from rtsal.saliency import combine as comb
-from rtsal.saliency.cam import CAMS, CAMS_LINEAR, linear_head_grad
-from rtsal.saliency.norm import NORMS, range_norm
-from rtsal.saliency.smoe import NEEDS_RELU, STATISTICS
+from rtsal.saliency.cam import CAMS, cam_from_linear_head
+from rtsal.saliency.fastcam import compiled, fastcam_maps
+from rtsal.saliency.norm import NORMS
+from rtsal.saliency.smoe import NEEDS_RELU, STATISTICS, smoe_scale_fastlog
 from rtsal.types import SaliencyResult, TopK
 
 METHODS = ENGINE_METHODS
@@ -49,6 +51,9 @@ class Explainer:
         channels_last: run the model in channels-last memory format (faster convolutions and channel
             reductions on CPU).
         head_autograd: force the autograd-through-the-head CAM even when a closed form exists.
+        compile: compile the channel statistic with ``torch.compile`` (one fused pass over each activation;
+            for SMOE, log2 from the float bits). The first call compiles (seconds; PyTorch caches the kernels
+            on disk); falls back to eager mode if no compiler works. Worth it for video and webcam.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class Explainer:
         topk: int = 5,
         channels_last: bool = True,
         head_autograd: bool = False,
+        compile: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
@@ -102,9 +108,14 @@ class Explainer:
         self.topk = min(topk, n_cls)
         self.mean, self.std = loaded.mean, loaded.std
         self._preprocess = Preprocess(loaded.mean, loaded.std, size, self.device, channels_last)
-        self._stat = STATISTICS[statistic]
-        self._stat_relu = NEEDS_RELU[statistic]
-        self._norm = NORMS[norm]
+        self.compile = compile
+        stat = STATISTICS[statistic]
+        if compile:
+            stat = compiled(smoe_scale_fastlog if statistic == "smoe" else stat)
+        self._relu = tuple(info.relu and NEEDS_RELU[statistic] for info in self.layers)
+        w = torch.tensor(self.weights, dtype=torch.float32, device=self.device)
+        self._weights_t = w / w.sum()
+        self._maps = partial(fastcam_maps, statistic=stat, norm=NORMS[norm])
         self.closed_form = self.info.linear_head is not None and not head_autograd
         if self.closed_form:
             head = dict(self._module.named_modules())[self.info.linear_head]
@@ -190,32 +201,23 @@ class Explainer:
         target: int | Sequence[int] | Tensor | None = None,
     ) -> SaliencyResult:
         """Everything after the forward pass: SMOE maps, normalisation, combination, CAM and fusion."""
-        n = logits.shape[0]
         tgt = self._targets(logits, target)
         with torch.inference_mode(self.closed_form):
             cam_small = self._cam(logits, acts, tgt)
         with torch.inference_mode():
-            per_scale = []
-            for info, a in zip(self.layers, acts, strict=True):
-                if info.relu and self._stat_relu:
-                    a = torch.relu(a)
-                per_scale.append(self._norm(self._stat(a)))
-            smoe, stack = comb.combine_maps(per_scale, out_size, self.weights)
-            cam = range_norm(comb.upsample(cam_small.detach(), out_size))
-            fused = smoe * cam
-            nonclass = smoe - fused
+            scales, smoe, cam, fused, nonclass = self._maps(acts, self._relu, cam_small.detach(), out_size,
+                                                            self._weights_t)
             probs = torch.softmax(logits.detach().float(), dim=1)
             top_p, top_i = probs.topk(self.topk, dim=1)
             labels = [[self.class_names[i] for i in row] for row in top_i.tolist()]
         maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
-        assert fused.shape[0] == n
         return SaliencyResult(
             logits=logits.detach(),
             topk=TopK(top_i, top_p, labels),
             target=tgt,
             saliency=maps[self.method],
             method=self.method,
-            scales=stack,
+            scales=scales,
             smoe=smoe,
             cam=cam,
             fused=fused,
@@ -239,10 +241,8 @@ class Explainer:
     def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor) -> Tensor:
         a = acts[-1]
         if self.closed_form:
-            if self.layers[-1].relu:
-                a = torch.relu(a)
-            g = linear_head_grad(self._head_weight, target, (a.shape[2], a.shape[3]))
-            return CAMS_LINEAR[self.cam_name](a, g)
+            a = torch.relu(a) if self.layers[-1].relu else a
+            return cam_from_linear_head(a, self._head_weight, target, self.cam_name)
         score = logits.gather(1, target.view(-1, 1)).sum()
         (g,) = torch.autograd.grad(score, a)
         return CAMS[self.cam_name](a.detach(), g)

@@ -12,8 +12,9 @@ from rtsal.saliency.smoe import (
     channel_max,
     channel_mean,
     channel_std,
+    log2_fast,
     smoe_scale,
-    smoe_scale_fast,
+    smoe_scale_fastlog,
     truncnorm_entropy,
 )
 
@@ -31,18 +32,18 @@ def smoe_ref(a: np.ndarray) -> np.ndarray:
     return m * (np.log2(m) - np.log2(a).mean(axis=1))
 
 
-@pytest.mark.parametrize("fn", [smoe_scale, smoe_scale_fast])
+@pytest.mark.parametrize("fn", [smoe_scale, smoe_scale_fastlog])
 @pytest.mark.parametrize(("pair", "expected"), VECTORS)
 def test_smoe_paper_vectors(fn, pair, expected):
     assert fn(column(*pair)).item() == pytest.approx(expected, abs=1e-3)
 
 
-@pytest.mark.parametrize("fn", [smoe_scale, smoe_scale_fast])
+@pytest.mark.parametrize("fn", [smoe_scale, smoe_scale_fastlog])
 def test_smoe_equal_column_is_zero(fn):
     assert abs(fn(torch.full((1, 64, 2, 2), 3.0)).max().item()) < 1e-5
 
 
-@pytest.mark.parametrize("fn", [smoe_scale, smoe_scale_fast])
+@pytest.mark.parametrize("fn", [smoe_scale, smoe_scale_fastlog])
 @pytest.mark.parametrize("channels", [3, 64, 200, 2048])
 def test_smoe_matches_float64_reference(fn, channels):
     g = torch.Generator().manual_seed(channels)
@@ -79,3 +80,12 @@ def test_truncnorm_entropy_against_float64():
     z = 1.0 - (0.5 * (1.0 + np.vectorize(math.erf)(alpha / math.sqrt(2))) + 1e-7)
     ref = np.log(math.sqrt(2 * math.pi * math.e) * s * z) + alpha * pdf / (2 * z)
     np.testing.assert_allclose(truncnorm_entropy(a).numpy(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_log2_fast_is_float32_exact():
+    edges = torch.tensor([1e-7, 0.5, 1.0, 1.4142135, 1.4142137, 2.0, 3.0])
+    x = torch.cat([torch.logspace(-7, 6, 100_000), edges])
+    exact = torch.log2(x.double())
+    err = (log2_fast(x).double() - exact).abs()
+    ulp = exact.abs() * 2.0**-23  # float32 resolution of the result itself
+    assert bool((err <= 1e-7 + 2 * ulp).all()), float((err - 2 * ulp).max())

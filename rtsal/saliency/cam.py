@@ -63,3 +63,12 @@ CAMS_LINEAR: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "gradcam": gradcam_linear,
     "gradcampp": gradcampp_linear,
 }
+
+
+def cam_from_linear_head(a: Tensor, weight: Tensor, target: Tensor, cam: str = "gradcampp") -> Tensor:
+    """Grad-CAM or Grad-CAM++ of a global-average-pool -> linear head, no autograd.
+
+    ``a`` (N, C, h, w) the tensor the head pools, ``weight`` (classes, C), ``target`` (N,). -> (N, h, w).
+    """
+    g = linear_head_grad(weight, target, (a.shape[2], a.shape[3]))
+    return CAMS_LINEAR[cam](a, g)

@@ -1,0 +1,72 @@
+"""The saliency step of FastCAM as one pure function of the recorded activations (compilable as a whole)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from rtsal.saliency.combine import upsample
+from rtsal.saliency.norm import range_norm
+
+
+class FastCamMaps(NamedTuple):
+    """All maps at the output size (H, W), each in [0, 1]."""
+
+    scales: Tensor  # (N, L, H, W) normalised per-scale maps
+    smoe: Tensor  # (N, H, W) their weighted mean
+    cam: Tensor  # (N, H, W) range-normalised CAM
+    fused: Tensor  # (N, H, W) smoe * cam
+    nonclass: Tensor  # (N, H, W) smoe * (1 - cam)
+
+
+def fastcam_maps(
+    acts: Sequence[Tensor],
+    relu: Sequence[bool],
+    cam_small: Tensor,
+    out_size: tuple[int, int],
+    weights: Tensor,
+    statistic: Callable[[Tensor], Tensor],
+    norm: Callable[[Tensor], Tensor],
+) -> FastCamMaps:
+    """Scale-end activations -> per-scale maps, their combination, the CAM, FastCAM and the non-class map.
+
+    ``acts``: L tensors (N, C_l, h_l, w_l); ``relu[l]``: apply ReLU first (the tensor can be negative);
+    ``cam_small``: (N, h, w) raw CAM at the last scale; ``weights``: (L,) summing to 1;
+    ``statistic``: (N, C, h, w) -> (N, h, w); ``norm``: (N, h, w) -> (N, h, w) in [0, 1].
+    """
+    ups = []
+    for a, r in zip(acts, relu, strict=True):
+        s = norm(statistic(torch.relu(a) if r else a))
+        ups.append(upsample(s, out_size))
+    scales = torch.stack(ups, dim=1)
+    smoe = (scales * weights.view(1, -1, 1, 1)).sum(dim=1)
+    cam = range_norm(upsample(cam_small, out_size))
+    fused = smoe * cam
+    return FastCamMaps(scales, smoe, cam, fused, smoe - fused)
+
+
+def compiled(fn: Callable) -> Callable:
+    """``torch.compile(fn, dynamic=True)``, falling back to ``fn`` for good if compiling fails (no C++
+    compiler, an unsupported platform); the fallback is reported once on stderr. Errors of ``fn`` itself
+    still raise."""
+    import sys
+
+    state: dict[str, Callable] = {"fn": torch.compile(fn, dynamic=True)}
+
+    def run(*args, **kwargs):
+        impl = state["fn"]
+        if impl is fn:
+            return fn(*args, **kwargs)
+        try:
+            return impl(*args, **kwargs)
+        except Exception as exc:
+            out = fn(*args, **kwargs)  # raises again if the error is not the compiler's
+            state["fn"] = fn
+            print(f"rtsal: compiling the saliency step failed ({type(exc).__name__}); running it eagerly",
+                  file=sys.stderr)
+            return out
+
+    return run
