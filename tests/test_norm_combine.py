@@ -69,7 +69,7 @@ def test_combine_is_weighted_mean_of_upsampled_maps():
     a = torch.zeros(1, 2, 2)
     a[0, 0, 0] = 1.0
     b = torch.ones(1, 4, 4)
-    combined, stack = combine_maps([a, b], (4, 4), [1.0, 3.0])
+    combined, stack = combine_maps([a, b], (4, 4), torch.tensor([0.25, 0.75]))
     assert stack.shape == (1, 2, 4, 4)
     up = torch.nn.functional.interpolate(a[:, None], size=(4, 4), mode="bilinear", align_corners=False)[:, 0]
     assert torch.allclose(combined, (up + 3.0 * b) / 4.0)

@@ -51,14 +51,8 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return x.squeeze(1) if squeeze else x
 
 
-def combine_maps(
-    maps: Sequence[Tensor], size: tuple[int, int], weights: Sequence[float]
-) -> tuple[Tensor, Tensor]:
-    """Upsample each (N, h_i, w_i) map to ``size`` and take the weighted mean.
-
-    Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W).
-    """
+def combine_maps(maps: Sequence[Tensor], size: tuple[int, int], weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Upsample each (N, h_l, w_l) map to ``size`` and take the weighted mean with ``weights`` (L,), which
+    sum to 1. Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W)."""
     stack = torch.stack([upsample(m, size) for m in maps], dim=1)
-    w = torch.tensor(weights, dtype=stack.dtype, device=stack.device)
-    combined = torch.einsum("nlhw,l->nhw", stack, w / w.sum())
-    return combined, stack
+    return (stack * weights.view(1, -1, 1, 1)).sum(dim=1), stack

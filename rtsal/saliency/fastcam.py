@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from rtsal.saliency.combine import upsample
+from rtsal.saliency.combine import combine_maps, upsample
 from rtsal.saliency.norm import range_norm
 
 
@@ -37,12 +37,8 @@ def fastcam_maps(
     ``cam_small``: (N, h, w) raw CAM at the last scale; ``weights``: (L,) summing to 1;
     ``statistic``: (N, C, h, w) -> (N, h, w); ``norm``: (N, h, w) -> (N, h, w) in [0, 1].
     """
-    ups = []
-    for a, r in zip(acts, relu, strict=True):
-        s = norm(statistic(torch.relu(a) if r else a))
-        ups.append(upsample(s, out_size))
-    scales = torch.stack(ups, dim=1)
-    smoe = (scales * weights.view(1, -1, 1, 1)).sum(dim=1)
+    maps = [norm(statistic(torch.relu(a) if r else a)) for a, r in zip(acts, relu, strict=True)]
+    smoe, scales = combine_maps(maps, out_size, weights)
     cam = range_norm(upsample(cam_small, out_size))
     fused = smoe * cam
     return FastCamMaps(scales, smoe, cam, fused, smoe - fused)
