@@ -396,6 +396,22 @@ def _pix_fmt(codec: av.Codec, wanted: str | None) -> str:
     return names[0]
 
 
+def _quality_options(codec: str, crf: float | None, preset: str | None) -> dict[str, str]:
+    """Encoder options for a constant-quality encode: x264/x265 take crf and preset, VP8/VP9 crf with no
+    bit-rate cap; other encoders keep their own defaults."""
+    opts: dict[str, str] = {}
+    if codec in X264_LIKE:
+        if crf is not None:
+            opts["crf"] = f"{crf:g}"
+        if preset:
+            opts["preset"] = preset
+        if codec == "libx265":
+            opts["x265-params"] = "log-level=error"
+    elif codec in ("libvpx", "libvpx-vp9") and crf is not None:
+        opts.update(crf=f"{crf:g}", b="0")
+    return opts
+
+
 def _subsampling(pix_fmt: str) -> tuple[int, int]:
     """(x, y) chroma subsampling factors of a pixel format: the frame size must be a multiple of them."""
     comps = av.VideoFormat(pix_fmt, 64, 64).components
@@ -517,11 +533,7 @@ class VideoWriter:
         self._codec = check_codec(codec)
         self._pix_fmt = _pix_fmt(self._codec, pix_fmt)
         self._options = dict(options or {})
-        if self._codec.name in X264_LIKE:
-            if crf is not None:
-                self._options.setdefault("crf", f"{crf:g}")
-            if preset:
-                self._options.setdefault("preset", preset)
+        self._options = {**_quality_options(self._codec.name, crf, preset), **self._options}
         self._rate = Fraction(rate).limit_denominator(1001 * 1000) if rate else Fraction(25)
         tb = time_base or Fraction(1, 90000)
         if self._codec.name in SHORT_TIME_BASE and tb.denominator >= 1 << 16:
