@@ -116,7 +116,7 @@ class LayersView:
         h, w = image.shape[:2]
         cols = math.ceil(math.sqrt(len(tiles)))
         rows = math.ceil(len(tiles) / cols)
-        tw = max(64, w // cols)
+        tw = max(64, w // cols, min(w, 300))
         th = max(48, round(h * tw / w))
         grid = np.zeros((rows * th, cols * tw, 3), np.uint8)
         small = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
