@@ -70,6 +70,19 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         help="class index the CAM explains (default: the top-1 class)",
     )
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    g.add_argument(
+        "--target-layer",
+        default=None,
+        metavar="NAME",
+        help="layer for the comparison methods (gradcam-full, scorecam, ...; default: last scale end)",
+    )
+    g.add_argument(
+        "--cskip",
+        type=int,
+        default=16,
+        metavar="K",
+        help="scorecam: keep the K channels with the largest max activation, 0 = all (default: 16)",
+    )
 
 
 def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") -> None:
@@ -185,6 +198,25 @@ def prepare_output_dir(path: str | Path) -> Path:
 
 
 def make_runner(args: argparse.Namespace):
-    """The object that explains frames for the selected ``--method``: a context manager with
-    ``explain(images, target=None) -> SaliencyResult``. Engine methods run on the Explainer itself."""
-    return make_explainer(args)
+    """The object that explains frames for the selected ``--method``: a context manager (it owns and closes
+    the explainer) with ``explain(images, target=None) -> SaliencyResult`` and a ``cost`` string. Engine
+    methods run on the Explainer's one pass; comparison methods run their own passes on its model."""
+    from rtsal.methods import build_runner
+
+    method = getattr(args, "method", "fastcam")
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    engine = METHODS[method].engine
+    engine_args = args if engine else argparse.Namespace(**{**vars(args), "method": "fastcam"})
+    explainer = make_explainer(engine_args)
+    try:
+        return build_runner(
+            method,
+            explainer,
+            layer=getattr(args, "target_layer", None),
+            cskip=getattr(args, "cskip", 16),
+            close_explainer=True,
+        )
+    except BaseException:
+        explainer.close()
+        raise

@@ -1,0 +1,340 @@
+"""What every comparison method shares: the runner interface, a hook on one layer call, targets, results.
+
+A *runner* is a context manager with ``explain(images, target=None) -> SaliencyResult`` and a ``cost``
+string (one of :data:`rtsal.methods.COSTS`). Engine methods run on the :class:`~rtsal.explainer.Explainer`
+itself (:class:`EngineRunner`); the slower comparison methods (:class:`MethodRunner` subclasses) run their
+own passes on the explainer's model, with the engine's hooks taken off the model while they do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rtsal.errors import UsageError
+from rtsal.layers import parse_layer
+from rtsal.methods import METHODS
+from rtsal.saliency.combine import upsample
+from rtsal.saliency.norm import range_norm
+from rtsal.types import SaliencyResult, TopK
+
+if TYPE_CHECKING:
+    from rtsal.explainer import Explainer
+
+Images = np.ndarray | Tensor | Sequence[np.ndarray]
+Target = int | Sequence[int] | Tensor | None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One call of one module: ``name`` as in ``model.named_modules()``, ``call`` counts shared modules."""
+
+    name: str
+    call: int = 0
+
+    def __str__(self) -> str:
+        return self.name if self.call == 0 else f"{self.name}#{self.call}"
+
+
+def resolve_layer(model: nn.Module, layer: str | Layer | None, default: Layer) -> Layer:
+    """``None`` -> ``default``; ``"NAME"`` or ``"NAME#CALL"`` -> a :class:`Layer` of ``model``."""
+    if layer is None:
+        return default
+    if isinstance(layer, Layer):
+        name, call = layer.name, layer.call
+    else:
+        name, call = parse_layer(layer)
+    if not name or name not in dict(model.named_modules()):
+        raise UsageError(f"no module named {name!r} in the model (see `rtsal layers MODEL`)")
+    return Layer(name, call)
+
+
+class LayerTap:
+    """Context manager: a forward hook on one call of one module, removed on exit (also on error).
+
+    On that call, ``fn(output)`` runs; whatever it returns (a tensor or None) replaces the output as a
+    forward hook's return value does. Calls are counted from the start of each forward pass of ``model``.
+    """
+
+    def __init__(self, model: nn.Module, layer: Layer, fn: Callable[[Tensor], Tensor | None]) -> None:
+        modules = dict(model.named_modules())
+        if layer.name not in modules:
+            raise UsageError(f"no module named {layer.name!r} in the model")
+        self.model, self.module, self.layer, self.fn = model, modules[layer.name], layer, fn
+        self.calls = 0
+        self.fired = 0
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> LayerTap:
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._reset))
+            self._handles.append(self.module.register_forward_hook(self._hook))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _reset(self, module: nn.Module, args: object) -> None:
+        self.calls = 0
+
+    def _hook(self, module: nn.Module, args: object, out: Tensor) -> Tensor | None:
+        call, self.calls = self.calls, self.calls + 1
+        if call != self.layer.call:
+            return None
+        if not isinstance(out, Tensor) or out.dim() != 4:
+            raise UsageError(f"layer {self.layer} does not output an (N, C, H, W) tensor")
+        self.fired += 1
+        return self.fn(out)
+
+
+def record(model: nn.Module, layer: Layer, keep: list[Tensor], clone: bool = False) -> LayerTap:
+    """A tap that appends the layer's output to ``keep``; with ``clone`` the model goes on with a copy, so
+    in-place operations after the layer leave the recorded tensor (and its autograd history) intact."""
+
+    def fn(out: Tensor) -> Tensor | None:
+        keep.append(out)
+        return out.clone() if clone else None
+
+    return LayerTap(model, layer, fn)
+
+
+@contextmanager
+def engine_hooks_off(explainer: Explainer) -> Iterator[None]:
+    """Take the explainer's recording hooks off its model for the duration (they switch grad mode on and
+    record every pass, which the comparison methods' own passes must not trigger); put them back after."""
+    recorder = explainer._recorder
+    if not recorder._handles:
+        raise RuntimeError("this Explainer is closed")
+    recorder.close()
+    try:
+        yield
+    finally:
+        recorder.__enter__()
+
+
+def resolve_targets(logits: Tensor, target: Target) -> Tensor:
+    """The class each image is explained for: top-1 by default, one index for all, or one per image: (N,)."""
+    n, n_cls = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise UsageError(f"target: got {t.numel()} classes for a batch of {n}")
+    if bool(((t < 0) | (t >= n_cls)).any()):
+        raise UsageError(f"target class out of range 0..{n_cls - 1}")
+    return t
+
+
+def prepare(explainer: Explainer, images: Images) -> tuple[Tensor, tuple[int, int]]:
+    """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) and output size (H, W)."""
+    if isinstance(images, Tensor) and images.is_floating_point():
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+            raise UsageError(
+                f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
+            )
+        x = images.to(explainer.device)
+        if explainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, (int(images.shape[2]), int(images.shape[3]))
+    x = explainer.preprocess(images)
+    shape = images.shape if hasattr(images, "shape") else np.shape(images[0])
+    return x, (int(shape[-3]), int(shape[-2]))
+
+
+def top_classes(logits: Tensor, k: int, class_names: Sequence[str]) -> TopK:
+    """Softmax top-k of (N, classes) logits with their names."""
+    probs = torch.softmax(logits.detach().float(), dim=1)
+    top_p, top_i = probs.topk(min(k, probs.shape[1]), dim=1)
+    labels = [[class_names[i] for i in row] for row in top_i.tolist()]
+    return TopK(top_i, top_p, labels)
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class Runner:
+    """Explains images with one method. A context manager; closes the explainer on exit only if it owns it.
+
+    Attributes not defined here (``model``, ``layers``, ``class_names``, ``preprocess``, ...) are the
+    explainer's.
+    """
+
+    def __init__(self, explainer: Explainer, method: str, *, close_explainer: bool = False) -> None:
+        if method not in METHODS:
+            raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+        self.explainer = explainer
+        self.method = method
+        self.cost = METHODS[method].cost
+        self.close_explainer = close_explainer
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the explainer if this runner owns it; otherwise leave it open for its owner."""
+        if self.close_explainer:
+            self.explainer.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "explainer":  # not set yet: avoid recursion during construction
+            raise AttributeError(name)
+        return getattr(self.explainer, name)
+
+    @property
+    def passes(self) -> str:
+        """What one image costs, in passes through the model."""
+        return "1 fwd"
+
+    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
+        raise NotImplementedError
+
+
+class EngineRunner(Runner):
+    """An engine method (``fastcam``, ``smoe``, ``gradcam``, ...) on the explainer's one forward pass."""
+
+    def __init__(self, explainer: Explainer, method: str, *, close_explainer: bool = False) -> None:
+        super().__init__(explainer, method, close_explainer=close_explainer)
+        if METHODS[method].engine is False:
+            raise UsageError(f"{method!r} is not an engine method")
+
+    @property
+    def passes(self) -> str:
+        return "1 fwd" if self.explainer.closed_form else "1 fwd + head bwd"
+
+    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
+        e = self.explainer
+        if e.method == self.method:
+            return e.explain(images, target)
+        saved = e.method, e.cam_name
+        e.method = self.method
+        if self.method in ("gradcam", "gradcampp"):
+            e.cam_name = self.method
+        try:
+            return e.explain(images, target)
+        finally:
+            e.method, e.cam_name = saved
+
+
+@dataclass(frozen=True)
+class MethodOutput:
+    """What a comparison method computes for a batch: logits (N, classes), target (N,), and a raw map
+    (N, h, w) at any resolution (the layer's or the model input's), not yet normalised."""
+
+    logits: Tensor
+    target: Tensor
+    raw: Tensor
+    forward_ms: float  # the first forward pass, the one that gives the logits
+
+
+class MethodRunner(Runner):
+    """A comparison method at one layer of the explainer's model (default: its last scale-end layer).
+
+    Subclasses implement :meth:`compute`; this class preprocesses, takes the engine hooks off, upsamples
+    the raw map to the image size and normalises it to [0, 1] (:meth:`normalise`), and builds the result.
+    """
+
+    def __init__(
+        self,
+        explainer: Explainer,
+        method: str,
+        *,
+        layer: str | Layer | None = None,
+        batch_size: int = 32,
+        close_explainer: bool = False,
+    ) -> None:
+        super().__init__(explainer, method, close_explainer=close_explainer)
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        last = explainer.layers[-1]
+        self.layer = resolve_layer(explainer.model, layer, Layer(last.name, last.call))
+        self.batch_size = batch_size
+        self.layer_shape: tuple[int, int, int] | None = None  # (C, h, w) seen in the last call
+
+    def compute(self, x: Tensor, target: Target) -> MethodOutput:
+        """The method on a preprocessed batch (N, 3, h, w)."""
+        raise NotImplementedError
+
+    def normalise(self, maps: Tensor) -> Tensor:
+        """(N, H, W) -> [0, 1] per image. Min-max by default."""
+        return range_norm(maps)
+
+    def first_forward(self, x: Tensor, *taps: LayerTap, grad: bool = False) -> tuple[Tensor, float]:
+        """The pass that gives the logits, with ``taps`` on; timed. -> (logits (N, classes), ms)."""
+        t0 = _now(x.device)
+        with _all(taps), torch.enable_grad() if grad else torch.inference_mode():
+            logits = self.explainer.model(x)
+        ms = (_now(x.device) - t0) * 1e3
+        for tap in taps:
+            if tap.fired == 0:
+                raise UsageError(f"layer {tap.layer} produced no output in the forward pass")
+        return logits, ms
+
+    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
+        """Explain a batch as :meth:`Explainer.explain` does; ``saliency`` is this method's map."""
+        e = self.explainer
+        t0 = _now(e.device)
+        x, out_size = prepare(e, images)
+        t1 = _now(e.device)
+        with engine_hooks_off(e):
+            out = self.compute(x, target)
+        with torch.inference_mode():
+            saliency = self.normalise(upsample(out.raw.detach().float(), out_size)).clamp_(0.0, 1.0)
+            topk = top_classes(out.logits, e.topk, e.class_names)
+        t2 = _now(e.device)
+        total = (t2 - t0) * 1e3
+        timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "forward": out.forward_ms,
+            "saliency": (t2 - t1) * 1e3 - out.forward_ms,
+            "total": total,
+        }
+        return SaliencyResult(
+            logits=out.logits.detach(),
+            topk=topk,
+            target=out.target,
+            saliency=saliency,
+            method=self.method,
+            layers=(str(self.layer),),
+            timings=timings,
+        )
+
+
+@contextmanager
+def _all(taps: Sequence[LayerTap]) -> Iterator[None]:
+    entered: list[LayerTap] = []
+    try:
+        for tap in taps:
+            entered.append(tap.__enter__())
+        yield
+    finally:
+        for tap in reversed(entered):
+            tap.close()
+
+
+def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` pairs covering ``range(n)`` in steps of ``size``."""
+    for start in range(0, n, size):
+        yield start, min(n, start + size)

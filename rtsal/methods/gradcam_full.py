@@ -1,0 +1,52 @@
+"""Grad-CAM and Grad-CAM++ the usual way: a forward pass with autograd, then a full backward pass.
+
+The input requires grad, so the backward pass runs through the whole network to the input, as
+pytorch-grad-cam's does (it also fills every parameter's ``.grad``; this one computes only the gradients it
+needs: the layer's and the input's). The CAM formulas are the engine's (:mod:`rtsal.saliency.cam`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rtsal.methods.base import MethodOutput, MethodRunner, Target, record, resolve_targets
+from rtsal.saliency.cam import CAMS
+
+
+def backward_to_input(
+    logits: Tensor, a: Tensor, x: Tensor, target: Target = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward pass from the target logits through the layer output ``a`` (N, C, h, w) to the input ``x``.
+
+    -> (target (N,), dscore/dA (N, C, h, w), dscore/dx (N, 3, H, W)).
+    """
+    tgt = resolve_targets(logits, target)
+    score = logits.gather(1, tgt.view(-1, 1)).sum()
+    g_a, g_x = torch.autograd.grad(score, (a, x))
+    return tgt, g_a, g_x
+
+
+class GradCAMFull(MethodRunner):
+    """``gradcam-full`` / ``gradcampp-full``: Grad-CAM(++) at ``layer`` from a full backward pass."""
+
+    def __init__(self, explainer, method: str = "gradcam-full", **kwargs) -> None:
+        super().__init__(explainer, method, **kwargs)
+        self.cam = CAMS[method.removesuffix("-full")]
+
+    @property
+    def passes(self) -> str:
+        return "1 fwd + 1 full bwd"
+
+    def compute(self, x: Tensor, target: Target) -> MethodOutput:
+        keep: list[Tensor] = []
+        x = x.detach().requires_grad_(True)
+        logits, ms = self.first_forward(
+            x, record(self.explainer.model, self.layer, keep, clone=True), grad=True
+        )
+        a = keep[0]
+        tgt, g_a, _ = backward_to_input(logits, a, x, target)
+        self.layer_shape = (a.shape[1], a.shape[2], a.shape[3])
+        with torch.inference_mode():
+            cam = self.cam(a.detach(), g_a)
+        return MethodOutput(logits.detach(), tgt, cam, forward_ms=ms)
