@@ -388,11 +388,15 @@ def test_writer_finishes_the_file_when_an_error_escapes(vfr_clip, tmp_path):
     assert got["audio_duration"] == pytest.approx(times[12] / 1000, abs=2 * 1024 / AUDIO_RATE)
 
 
-def test_writer_without_frames_leaves_no_file(tmp_path):
+def test_writer_without_frames_touches_no_file(tmp_path):
     out = tmp_path / "empty.mp4"
     with VideoWriter(out):
         pass
     assert not out.exists()
+    out.write_bytes(b"an older output")
+    with pytest.raises(RuntimeError), VideoWriter(out):
+        raise RuntimeError("failed before the first frame")
+    assert out.read_bytes() == b"an older output"
 
 
 def test_writer_never_fails_on_odd_sizes(tmp_path):

@@ -180,8 +180,17 @@ def run(args: argparse.Namespace) -> int:
             offset=args.start or 0.0,
             audio=audio,
         )
-        with make_runner(args) as runner:
-            job = VideoJob(args, reader, writer, runner)
+        try:
+            runner = make_runner(args)
+        except BaseException:
+            writer.close(complete=False)  # no frame written: the output file is not touched
+            raise
+        with runner:
+            try:
+                job = VideoJob(args, reader, writer, runner)
+            except BaseException:
+                writer.close(complete=False)
+                raise
             return job.run()
 
 

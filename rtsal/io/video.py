@@ -607,10 +607,9 @@ class VideoWriter:
         if self._copier is not None:
             self._copier.close()
         try:
-            self._container.close()
+            self._container.close()  # nothing was muxed: the file was never opened, an older one stays
         except (av.FFmpegError, OSError):
             pass
-        self.path.unlink(missing_ok=True)
         self._closed = True
 
     # -- encoding ---------------------------------------------------------------------------------------
@@ -716,7 +715,7 @@ class VideoWriter:
 
     def close(self, complete: bool = True) -> None:
         """Flush the encoder, copy the audio (all of it when ``complete``, else up to the last frame's end),
-        write the trailer and close the file. Idempotent. With no frame written, no file is left behind."""
+        write the trailer and close the file. Idempotent. With no frame written, the file is not touched."""
         if self._closed:
             return
         self._closed = True
@@ -724,8 +723,7 @@ class VideoWriter:
             if self._stream is None:
                 if self._copier is not None:
                     self._copier.close()
-                self._container.close()
-                self.path.unlink(missing_ok=True)
+                self._container.close()  # PyAV opens the file at the first packet: none was written
                 return
             try:
                 self._mux_video(self._stream.encode(None))
