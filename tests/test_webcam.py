@@ -429,3 +429,53 @@ def test_window_under_xvfb_shows_the_overlay_and_quits_on_q(tmp_path):
     snaps = sorted(tmp_path.glob("rtsal-snapshot-*.png"))
     assert len(snaps) == 1 and cv2.imread(str(snaps[0])).shape == (240, 320, 3)
     assert "webcam:" in result["stdout"]
+
+
+def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
+    """m, 2, v and space reach the infer and render stages of a live session (no window: keys pressed
+    directly on the state machine the window would feed)."""
+    from rtsal.cli import build_parser
+    from rtsal.commands.common import make_runner
+    from rtsal.commands.webcam import LiveSession
+    from rtsal.sinks import NullSink
+
+    args = build_parser().parse_args(["webcam", "--source", str(clip), "--no-window", "--size", "128"])
+    session = LiveSession(args, make_runner(args), NullSink(), None, live=True)
+    model = session.runner.model
+    try:
+        image = next(iter(StreamSource(str(clip), realtime=False))).image
+        frame = Frame(0, 0.0, time.perf_counter(), image)
+        (first, _), = session.infer([frame])
+        assert first.method == "fastcam"
+        session.render(frame, (first, 0))
+        assert session.last_topk[:2] == first.topk.indices[0, :2].tolist()
+
+        session.hotkeys.press("m")
+        (second, _), = session.infer([frame])
+        assert second.method == "smoe" and not torch.allclose(second.saliency, first.saliency)
+
+        session.hotkeys.press("2", topk=session.last_topk)  # explain the class ranked 2nd
+        (pinned, _), = session.infer([frame])
+        assert int(pinned.target[0]) == session.last_topk[1] != int(first.target[0])
+
+        while session.state.method != "gradcam-full":  # a comparison method, on the same model
+            session.hotkeys.press("m")
+        (full, _), = session.infer([frame])
+        assert full.method == "gradcam-full" and full.saliency.shape == (1, 120, 160)
+
+        session.hotkeys.press("v")
+        assert session.state.view == "lovi"
+        session.render(frame, (pinned, 0))
+        shown, _ = session.display.get(0.0)
+        assert shown.shape == (120, 160, 3)
+        session.hotkeys.press("v")  # layers: a grid of every scale
+        session.render(frame, (pinned, 0))
+        grid, _ = session.display.get(0.0)
+        assert grid.shape != shown.shape or not np.array_equal(grid, shown)
+
+        session.hotkeys.press(" ")
+        assert session.infer([frame]) == [None]  # paused: no model work
+        assert session.render(frame, None) is True
+    finally:
+        session.close()
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0

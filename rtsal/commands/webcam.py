@@ -172,8 +172,9 @@ class LiveSession:
         from rtsal.telemetry import FpsMeter, StageTimer
 
         self.args = args
-        self.runner = runner
+        self.runner = runner  # owns the explainer (closes it at the end)
         self.runner_method = args.method
+        self._runners: dict[str, Any] = {args.method: runner}
         self.sink = sink
         self.recorder = recorder
         self.live = live
@@ -214,22 +215,17 @@ class LiveSession:
         return [(result, i) for i in range(len(frames))]
 
     def _runner_for(self, method: str) -> Any:
-        from rtsal.methods import METHODS
+        """The runner for ``method`` (hotkey m): built once on the same explainer, so no model is reloaded."""
+        runner = self._runners.get(method)
+        if runner is None:
+            from rtsal.methods import build_runner
 
-        if method == self.runner_method:
-            return self.runner
-        info = METHODS.get(method)
-        if info is not None and info.engine and hasattr(self.runner, "cam_name"):
-            # The Explainer computes every engine map in its one pass: switching only picks another map.
-            self.runner.method = method
-            self.runner.cam_name = method if method in ("gradcam", "gradcampp") else self.args.cam
-        else:
-            from rtsal.commands.common import make_runner
-
-            self.runner.__exit__(None, None, None)
-            self.runner = make_runner(argparse.Namespace(**{**vars(self.args), "method": method}))
+            explainer = getattr(self.runner, "explainer", self.runner)
+            runner = build_runner(method, explainer, layer=getattr(self.args, "target_layer", None),
+                                  cskip=getattr(self.args, "cskip", 16), close_explainer=False)
+            self._runners[method] = runner
         self.runner_method = method
-        return self.runner
+        return runner
 
     # -- render thread ----------------------------------------------------------------------------------
     def render(self, frame: Any, item: Any) -> bool:
@@ -351,7 +347,10 @@ class LiveSession:
             try:
                 self.sink.close()
             finally:
-                self.runner.__exit__(None, None, None)
+                for runner in self._runners.values():  # the hotkey-built ones first, the owner last
+                    if runner is not self.runner:
+                        runner.close()
+                self.runner.close()
 
     def summary(self, stats: Any, interrupted: bool = False) -> dict[str, Any]:
         import math
