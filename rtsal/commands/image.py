@@ -10,7 +10,7 @@ from rtsal.commands.common import (
     add_view_options,
     check_view_args,
     expand_images,
-    make_explainer,
+    make_runner,
     prepare_output_dir,
     read_rgb,
     write_rgb,
@@ -46,7 +46,7 @@ def explain_files(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -
 
     view = make_view(args.view, args.cmap, args.alpha)
     written = []
-    with make_explainer(args) as explainer:
+    with make_runner(args) as explainer:
         for path in inputs:
             image = read_rgb(path)
             result = explainer.explain(image, target=args.target)

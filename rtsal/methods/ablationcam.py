@@ -26,7 +26,7 @@ def channel_drops(
 
         def build(a: Tensor, start: int = start, b: int = b) -> Tensor:
             v = repeat(a, b)
-            v[torch.arange(b), torch.arange(start, start + b)] = 0
+            v[torch.arange(b, device=a.device), torch.arange(start, start + b, device=a.device)] = 0
             return v
 
         out.append(base - variants.scores(x1, a1, build, b, cls))
