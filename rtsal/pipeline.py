@@ -175,6 +175,27 @@ class _Run:
         self.outbox: queue.Queue = queue.Queue(maxsize=1 if live else queue_size)
         self.errors: list[tuple[str, BaseException]] = []
         self._errors_lock = threading.Lock()
+        self._finished = 0
+        self._finished_cond = threading.Condition()
+
+    def stage(self, body: Callable[[], None]) -> Callable[[], None]:
+        """A thread target that runs ``body`` and then counts the stage as finished."""
+
+        def target() -> None:
+            try:
+                body()
+            finally:
+                with self._finished_cond:
+                    self._finished += 1
+                    self._finished_cond.notify_all()
+
+        return target
+
+    def wait_finished(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every stage to finish. Unlike ``Thread.join``, safe to interrupt with
+        Ctrl-C: a KeyboardInterrupt inside ``join`` can mark a thread that is still running as stopped."""
+        with self._finished_cond:
+            return self._finished_cond.wait_for(lambda: self._finished == len(STAGES), timeout)
 
     def fail(self, stage: str, exc: BaseException, stop_all: bool = True) -> None:
         with self._errors_lock:
@@ -341,28 +362,28 @@ def run_pipeline(
     monitor = monitor if monitor is not None else PipelineMonitor()
     run = _Run(frames, infer, render, live, batch, queue_size, stop, monitor)
     threads = [
-        threading.Thread(target=run.capture, name="rtsal-capture", daemon=True),
-        threading.Thread(target=run.infer_stage, name="rtsal-infer", daemon=True),
-        threading.Thread(target=run.render_stage, name="rtsal-render", daemon=True),
+        threading.Thread(target=run.stage(run.capture), name="rtsal-capture", daemon=True),
+        threading.Thread(target=run.stage(run.infer_stage), name="rtsal-infer", daemon=True),
+        threading.Thread(target=run.stage(run.render_stage), name="rtsal-render", daemon=True),
     ]
     t_start = time.perf_counter()
     for t in threads:
         t.start()
     try:
         if main_loop is None:
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.1)  # short waits so that Ctrl-C reaches this thread
+            while not run.wait_finished(0.1):  # short waits so that Ctrl-C reaches this thread
+                pass
         else:
-            _main_loop(run, threads, main_loop)
+            _main_loop(run, main_loop)
     except KeyboardInterrupt:
         stop.set()
-        _join_all(threads, join_timeout)
+        _join_all(run, threads, join_timeout)
         raise
     finally:
-        if any(t.is_alive() for t in threads):
+        stop_needed = not run.wait_finished(0.0)
+        if stop_needed:
             stop.set()
-            _join_all(threads, join_timeout)
+        _join_all(run, threads, join_timeout)
         elapsed = time.perf_counter() - t_start
         # Whatever is left in a channel was captured but never inferred (or inferred but never drawn).
         if run.slot is not None:
@@ -379,10 +400,10 @@ def run_pipeline(
     return stats_of(monitor, elapsed)
 
 
-def _main_loop(run: _Run, threads: list[threading.Thread], main_loop: Callable[[], bool | None]) -> None:
+def _main_loop(run: _Run, main_loop: Callable[[], bool | None]) -> None:
     """Call ``main_loop`` in this thread until every stage has ended, then once more (the last frame)."""
     calling = True
-    while any(t.is_alive() for t in threads):
+    while True:
         if calling:
             try:
                 if main_loop() is False:
@@ -391,8 +412,8 @@ def _main_loop(run: _Run, threads: list[threading.Thread], main_loop: Callable[[
             except Exception as exc:
                 run.fail("display", exc)
                 calling = False
-        for t in threads:
-            t.join(timeout=0.002 if calling else 0.1)
+        if run.wait_finished(0.005 if calling else 0.1):
+            break
     if calling and not run.stop.is_set():
         try:
             main_loop()
@@ -408,8 +429,10 @@ def _first_error(errors: list[tuple[str, BaseException]]) -> tuple[str, BaseExce
     return errors[0]
 
 
-def _join_all(threads: list[threading.Thread], timeout: float) -> None:
+def _join_all(run: _Run, threads: list[threading.Thread], timeout: float) -> None:
+    """Wait for the stages to finish (interruptible), then for their threads to exit."""
     deadline = time.perf_counter() + timeout
+    run.wait_finished(timeout)
     for t in threads:
         t.join(timeout=max(0.0, deadline - time.perf_counter()))
     alive = [t.name for t in threads if t.is_alive()]

@@ -23,12 +23,13 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[1] / "rtsal" / "data"
 
 # (photo, start window, end window): windows are (centre x, centre y, width) as fractions of the photo's
-# width and height; the window height follows from the output's 4:3 aspect.
+# width and height; the window height follows from the output's 4:3 aspect. Windows stay >= ~300 px wide, so
+# no photo is enlarged much more than 1.5x.
 MOVES = (
-    ("chelsea", (0.45, 0.50, 0.88), (0.38, 0.45, 0.55)),  # zoom in on the cat's face
-    ("coffee", (0.35, 0.50, 0.55), (0.60, 0.50, 0.62)),  # pan across the cup
-    ("rocket", (0.50, 0.55, 0.42), (0.50, 0.50, 0.66)),  # zoom out from the launch
-    ("astronaut", (0.55, 0.35, 0.52), (0.45, 0.55, 0.70)),  # drift down and out
+    ("chelsea", (0.50, 0.50, 0.98), (0.42, 0.45, 0.70)),  # zoom in on the cat's face
+    ("coffee", (0.38, 0.50, 0.55), (0.60, 0.50, 0.62)),  # pan across the cup
+    ("rocket", (0.50, 0.55, 0.50), (0.50, 0.50, 0.75)),  # zoom out from the launch
+    ("astronaut", (0.55, 0.35, 0.62), (0.45, 0.55, 0.80)),  # drift down and out
 )
 
 

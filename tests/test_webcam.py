@@ -479,3 +479,29 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
     finally:
         session.close()
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
+
+
+def test_ctrl_c_exits_130_and_still_writes_stats_and_a_playable_recording(clip, tmp_path, monkeypatch,
+                                                                         capsys):
+    import _thread
+
+    from rtsal.commands.webcam import LiveSession
+
+    render = LiveSession.render
+
+    def render_then_ctrl_c(self, frame, item):
+        if frame.index == 4:
+            _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
+        return render(self, frame, item)
+
+    monkeypatch.setattr(LiveSession, "render", render_then_ctrl_c)
+    out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
+    rc = main(["webcam", "--source", str(clip), "--no-realtime", "--no-window", "--record", str(out),
+               "--stats-json", str(stats_path), "--size", "96"])
+    assert rc == 130
+    stats = json.loads(stats_path.read_text())
+    assert stats["interrupted"] is True and 5 <= stats["rendered"] < 12
+    frames, _ = decode(out)
+    assert len(frames) == stats["rendered"]
+    assert "interrupted:" in capsys.readouterr().err
+    assert not pipeline_threads()
