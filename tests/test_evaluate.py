@@ -214,6 +214,12 @@ def test_cli_scores_two_photos(tmp_path, capsys):
                                    torch.tensor(sum(report["probability"]) / 2))
         assert abs(m["ins_minus_del"]["mean"] - (m["insertion"]["mean"] - m["deletion"]["mean"])) < 1e-6
     assert out_png.stat().st_size > 10_000
+    assert report["methods"]["random"]["paired"]["mean"] is None  # the row it is compared against
+    fc = report["methods"]["fastcam"]
+    rnd = report["methods"]["random"]["ins_minus_del"]["values"]
+    diff = [a - b for a, b in zip(fc["ins_minus_del"]["values"], rnd, strict=True)]
+    assert abs(fc["paired"]["mean"] - sum(diff) / 2) < 1e-9
+    assert fc["paired"]["wins"] == sum(d > 0 for d in diff)
 
 
 @pytest.mark.parametrize(
@@ -223,6 +229,7 @@ def test_cli_scores_two_photos(tmp_path, capsys):
         (["eval", "--methods", "nosuch"], 2, "unknown method"),
         (["eval", "--methods", "gradcam/gamma"], 2, "does not change"),
         (["eval", "--steps", "1"], 2, "--steps"),
+        (["eval", "--methods", "fastcam", "--against", "gradcam"], 2, "--against"),
         (["eval", "--json", "/nonexistent/dir/x.json"], 1, "--json"),
     ],
 )

@@ -136,7 +136,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="score saliency methods on photographs (insertion, deletion, average drop)",
         description="How faithful each saliency method is to the model, on real photographs: deletion and "
         "insertion AUC (blurred baseline, probability of the predicted class), their difference, "
-        "average drop and increase in confidence, pointing where a box is known. Mean and 95%% "
+        "average drop and increase in confidence, pointing where a box is known. Mean and 95% "
         "interval over the images, against the random and centre baselines.",
         epilog="Methods: NAME[/OPTION...], e.g. fastcam, fastcam/gradcam, smoe/linear, smoe/gamma, "
         "smoe/entropy, "
@@ -180,6 +180,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--batch-size", type=int, default=16, help="perturbed images per forward pass (default: 16)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline and of tie-breaking")
+    p.add_argument(
+        "--against",
+        default="random",
+        metavar="METHOD",
+        help="paired column: each method's ins - del minus this method's, image by image (default: random)",
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
@@ -250,6 +256,10 @@ def load_boxes(path: str | Path | None) -> dict[str, list[float]]:
 
 def run(args: argparse.Namespace) -> int:
     specs = parse_methods(args.methods)
+    against = parse_method(args.against).label
+    if against not in {s.label for s in specs}:
+        raise UsageError(f"--against {args.against}: not one of the methods scored")
+    args.against = against
     check_args(args)
     paths = expand_images(args.images) if args.images else default_images()
     boxes = load_boxes(args.boxes)
@@ -286,7 +296,9 @@ def evaluate_methods(
     from rtsal import evaluate as ev
     from rtsal.explainer import Explainer
 
-    log = print if sys.stderr.isatty() else (lambda *a, **k: None)
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
     settings = dict(
         model=args.model,
         weights=parse_weights(args.weights),
@@ -317,6 +329,7 @@ def evaluate_methods(
         return module(batch)
 
     maps: dict[str, list[torch.Tensor]] = {}
+    map_ms: dict[str, list[float]] = {}  # time to compute each map (engine: the whole group's pass)
     field = {"fastcam": "fused", "smoe": "smoe", "nonclass": "nonclass", "gradcam": "cam", "gradcampp": "cam"}
     groups: dict[tuple[str, str, str, str], list[MethodSpec]] = {}
     for s in specs:
@@ -330,9 +343,11 @@ def evaluate_methods(
                 r = ex.explain(x, target=t)
                 for s in members:
                     maps.setdefault(s.label, []).append(getattr(r, field[s.method])[0].float().cpu())
+                    map_ms.setdefault(s.label, []).append(float(r.timings["total"]))
     for s in specs:
         if s.kind == "comparison":
-            maps[s.label] = comparison_maps(s.method, module, common, xs, targets)
+            log(f"computing {s.label} maps")
+            maps[s.label], map_ms[s.label] = comparison_maps(s.method, module, common, xs, targets)
         elif s.kind == "baseline":
             maps[s.label] = [
                 ev.random_map(tuple(x.shape[-2:]), seed=args.seed * 7919 + i)
@@ -370,21 +385,30 @@ def evaluate_methods(
             row["pointing"].append(None if hits is None else 100.0 * float(hits[j]))
             curves[s.label]["deletion"].append(c.deletion[j])
             curves[s.label]["insertion"].append(c.insertion[j])
-        log(
-            f"[{i + 1}/{len(xs)}] {path.name}: {labels[i]}, p = {float(c.deletion[0, 0]):.3f}",
-            file=sys.stderr,
-        )
+        p_top = float(c.deletion[0, 0])
+        log(f"[{i + 1}/{len(xs)}] {path.name}: {labels[i]} {p_top:.1%}, {len(specs)} maps scored")
 
     methods = {}
     for s in specs:
         row = per_image[s.label]
-        entry: dict[str, Any] = {"kind": s.kind}
+        entry: dict[str, Any] = {"kind": s.kind, "map_ms": map_ms.get(s.label, [0.0] * len(xs))}
         for m in METRICS:
             vals = [v for v in row[m] if v is not None]
             mean, half = ev.mean_ci(vals) if vals else (math.nan, math.nan)
             entry[m] = {"mean": _num(mean), "ci95": _num(half), "n": len(vals), "values": row[m]}
         entry["curves"] = {k: torch.stack(v).mean(0).tolist() for k, v in curves[s.label].items()}
         methods[s.label] = entry
+    reference = methods[args.against]["ins_minus_del"]["values"]
+    for label, entry in methods.items():  # paired: ins - del minus the reference row's, image by image
+        diff = [a - b for a, b in zip(entry["ins_minus_del"]["values"], reference, strict=True)]
+        mean, half = ev.mean_ci(diff) if label != args.against else (math.nan, math.nan)
+        entry["paired"] = {
+            "against": args.against,
+            "mean": _num(mean),
+            "ci95": _num(half),
+            "wins": sum(d > 0 for d in diff),
+            "n": len(diff),
+        }
     return {
         "model": name,
         "images": [p.name for p in paths],
@@ -398,6 +422,7 @@ def evaluate_methods(
             "size": args.size,
             "baseline": "gaussian blur",
             "pointing_tolerance_px_at_224": 15,
+            "against": args.against,
         },
         "fractions": fractions.tolist() if fractions is not None else [],
         "methods": methods,
@@ -406,8 +431,11 @@ def evaluate_methods(
 
 def comparison_maps(
     name: str, module: torch.nn.Module, common: dict[str, Any], xs: list[torch.Tensor], targets: list[int]
-) -> list[torch.Tensor]:
-    """Maps of a comparison method through ``rtsal.methods.build_runner`` (one map per image, (h, w))."""
+) -> tuple[list[torch.Tensor], list[float]]:
+    """Maps of a comparison method through ``rtsal.methods.build_runner``: one (h, w) map per image and the
+    milliseconds each took."""
+    import time
+
     import torch
 
     from rtsal.explainer import Explainer
@@ -416,14 +444,16 @@ def comparison_maps(
         from rtsal.methods import build_runner  # type: ignore[attr-defined]
     except ImportError:
         raise UsageError(f"method {name!r} is registered but rtsal.methods has no build_runner yet") from None
-    out = []
+    out, ms = [], []
     with Explainer(module, method="fastcam", **common) as ex:
         runner = build_runner(name, ex)
         enter = getattr(runner, "__enter__", None)
         active = enter() if enter is not None else runner
         try:
             for x, t in zip(xs, targets, strict=True):
+                t0 = time.perf_counter()
                 sal = active.explain(x, target=t).saliency.detach().float()
+                ms.append((time.perf_counter() - t0) * 1e3)
                 if tuple(sal.shape[-2:]) != tuple(x.shape[-2:]):
                     sal = torch.nn.functional.interpolate(
                         sal.view(1, 1, *sal.shape[-2:]),
@@ -435,7 +465,7 @@ def comparison_maps(
         finally:
             if enter is not None:
                 runner.__exit__(None, None, None)
-    return out
+    return out, ms
 
 
 def _num(v: float) -> float | None:
@@ -444,11 +474,14 @@ def _num(v: float) -> float | None:
 
 # -- output -------------------------------------------------------------------------------------------------
 def format_table(report: dict[str, Any]) -> str:
-    """The table: one row per method, mean +- 95% interval half-width (pointing: hits / images with a box)."""
+    """The table: one row per method, mean +- 95% interval half-width; the paired column is each method's
+    ins - del minus the ``against`` row's, image by image, with the images where it is higher; pointing is
+    hits out of the images with a box."""
     cols = [
         ("insertion", "insertion ^", "{:.3f}"),
         ("deletion", "deletion v", "{:.3f}"),
         ("ins_minus_del", "ins - del ^", "{:.3f}"),
+        ("paired", f"vs {report['settings']['against']} ^ (wins)", "{:+.3f}"),
         ("drop", "avg drop % v", "{:.1f}"),
         ("increase", "increase % ^", "{:.0f}"),
         ("pointing", "pointing ^", "hits"),
@@ -459,15 +492,16 @@ def format_table(report: dict[str, Any]) -> str:
     if n_box == 0:
         cols = cols[:-1]
 
-    def cell(entry: dict[str, Any], fmt: str) -> str:
-        if entry["mean"] is None:
+    def cell(label: str, entry: dict[str, Any], fmt: str) -> str:
+        if entry["mean"] is None or entry.get("against") == label:
             return "-"
         if fmt == "hits":  # a count out of the images with a box
             return f"{round(entry['mean'] * entry['n'] / 100)}/{entry['n']}"
-        half = "" if entry["ci95"] is None else " +- " + fmt.format(entry["ci95"])
-        return fmt.format(entry["mean"]) + half
+        half = "" if entry["ci95"] is None else " +- " + fmt.format(entry["ci95"]).lstrip("+")
+        wins = f" ({entry['wins']}/{entry['n']})" if "wins" in entry else ""
+        return fmt.format(entry["mean"]) + half + wins
 
-    cells = {k: [cell(m[key], fmt) for key, _, fmt in cols] for k, m in methods.items()}
+    cells = {k: [cell(k, m[key], fmt) for key, _, fmt in cols] for k, m in methods.items()}
     widths = [max(len(title), *(len(c[i]) for c in cells.values())) for i, (_, title, _) in enumerate(cols)]
     lines = [
         f"{report['model']}: {len(report['images'])} images, {report['settings']['steps']} steps, blurred "
