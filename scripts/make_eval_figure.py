@@ -7,6 +7,12 @@ white: all layers alike). One forward pass per photo with the embedded Efficient
     python scripts/make_eval_figure.py                          # writes docs/eval-maps.png
     python scripts/make_eval_figure.py -o /tmp/maps.png --photos coffee camera --cam gradcam
 
+With ``--curves`` it draws instead the mean deletion and insertion curves of some rows of a ``rtsal eval
+--json`` report (``docs/eval-curves.png``):
+
+    rtsal eval --methods engine,scorecam --json eval.json
+    python scripts/make_eval_figure.py --curves eval.json --rows fastcam,gradcam,smoe,scorecam,random,centre
+
 The PNG is reduced to a 256-colour palette (about 0.6 MB instead of 3 MB); ``--colors 0`` keeps full colour.
 """
 
@@ -48,9 +54,28 @@ def lovi_rgb(stack) -> np.ndarray:
     return (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
 
 
+def draw_curves(args: argparse.Namespace) -> int:
+    """Mean curves of the chosen rows of an eval report, through ``rtsal eval``'s own plot."""
+    import json
+
+    from rtsal.commands.eval import plot_curves
+
+    report = json.loads(Path(args.curves).read_text())
+    rows = [r for r in args.rows.split(",") if r in report["methods"]]
+    report["methods"] = {r: report["methods"][r] for r in rows}
+    out = Path(args.output if args.output != p_default() else ROOT / "docs" / "eval-curves.png")
+    plot_curves(report, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB)")
+    return 0
+
+
+def p_default() -> str:
+    return str(ROOT / "docs" / "eval-maps.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-o", "--output", default=str(ROOT / "docs" / "eval-maps.png"))
+    p.add_argument("-o", "--output", default=p_default())
     p.add_argument("--photos", nargs="+", default=list(PHOTOS), help="bundled photo names")
     p.add_argument(
         "--cam", default="gradcampp", choices=("gradcampp", "gradcam"), help="the CAM FastCAM fuses"
@@ -62,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         default=256,
         help="palette size of the PNG, to keep it small (default: 256; 0: full colour)",
     )
+    p.add_argument(
+        "--curves", default=None, metavar="JSON", help="draw curves from a `rtsal eval --json` report"
+    )
+    p.add_argument("--rows", default="fastcam,gradcam,smoe,scorecam,random,centre", help="rows for --curves")
     args = p.parse_args(argv)
+    if args.curves:
+        return draw_curves(args)
 
     import matplotlib
 
