@@ -51,8 +51,9 @@ class PipelineStats:
     rendered: int
     elapsed_s: float
     fps: float  # rendered / elapsed_s
-    stage_ms: dict[str, float]  # median per frame of each stage: "capture", "infer", "render"
-    latency_ms: dict[str, float]  # capture -> render done: "median", "p95", "max"
+    stage_ms: dict[str, float]  # median ms per frame of each stage: "capture", "infer", "render"
+    latency_ms: dict[str, float]  # capture -> render done: "median", "p95", "max" (ms)
+    # (medians and p95 cover the last 4096 frames, see telemetry.StageTimer; max covers the whole run)
 
 
 class PipelineMonitor:

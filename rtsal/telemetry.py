@@ -28,7 +28,7 @@ def percentile(values: Iterable[float], q: float) -> float:
 class StageTimer:
     """Milliseconds per call of one stage: the last ``window`` samples, plus the count and max of all."""
 
-    def __init__(self, name: str, window: int = 20_000) -> None:
+    def __init__(self, name: str, window: int = 4096) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.name = name
