@@ -95,6 +95,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="also save per frame: index, pts, top-5 classes and scores, stage timings",
     )
     g.add_argument("--no-labels", action="store_true", help="do not draw the top-3 classes on the frames")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads for the model (default: torch's, one per core); decoding and encoding use "
+        "their own threads, so fewer can be faster",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
     add_engine_options(p)
     add_view_options(p)
@@ -112,6 +120,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--crf must be within 0..51 (x264) or 0..63 (VP9), got {args.crf:g}")
     if args.start is not None and args.start < 0:
         raise UsageError(f"--start must be >= 0 seconds, got {args.start:g}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     if args.end is not None and args.end <= (args.start or 0.0):
         raise UsageError(f"--end ({args.end:g} s) must come after --start ({args.start or 0.0:g} s)")
     names = [Path(x).resolve() for x in (args.output, args.maps, args.csv) if x]
@@ -180,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
             offset=args.start or 0.0,
             audio=audio,
         )
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         try:
             runner = make_runner(args)
         except BaseException:
