@@ -190,7 +190,8 @@ class LiveSession:
         self.saliency = StageTimer("saliency", window=30)
         self.forward_all = StageTimer("forward")
         self.saliency_all = StageTimer("saliency")
-        self.shown_latency = StageTimer("display latency")
+        self.shown_latency = StageTimer("display latency")  # the whole run, for --stats-json
+        self.recent_latency = StageTimer("display latency", window=30)  # rolling, for the HUD
         self.display = LatestSlot()
         self.stop = threading.Event()
         self.t0: float | None = None
@@ -251,7 +252,8 @@ class LiveSession:
                 self._views.clear()
                 view = self._views[key] = make_view(*key)
             plain = view.annotate(frame.image, result, i)
-            draw_topk(plain, result, i, k=3)
+            # label size from the camera frame's width, also on the wider side-by-side and grid views
+            draw_topk(plain, result, i, k=3, scale=max(0.4, min(1.0, frame.image.shape[1] / 900)))
             self.last_plain = plain
             self.last_topk = [int(v) for v in result.topk.indices[i].tolist()]
             timings = result.timings or {}
@@ -263,7 +265,8 @@ class LiveSession:
             self.fps.tick(now)
             self.rendered_frames += 1
         dropped = self.monitor.snapshot()["dropped"]
-        latency = self.shown_latency.median() if self.shown_latency.count else (now - frame.t_capture) * 1e3
+        recent = self.recent_latency
+        latency = recent.median() if recent.count else (now - frame.t_capture) * 1e3
         method_info = METHODS.get(s.method)
         pinned = None
         if s.target is not None:
@@ -293,7 +296,9 @@ class LiveSession:
         if item is not None:
             shown, t_capture = item
             self.sink.show(shown)
-            self.shown_latency.add((time.perf_counter() - t_capture) * 1e3)
+            latency_ms = (time.perf_counter() - t_capture) * 1e3
+            self.shown_latency.add(latency_ms)
+            self.recent_latency.add(latency_ms)
             self.last_shown = shown
         key = self.sink.poll_key(1)
         if key != -1:
