@@ -110,6 +110,18 @@ def test_display_problem():
     assert display_problem({}, "win32") is None and display_problem({}, "darwin") is None
 
 
+@pytest.mark.parametrize("first, ok", [("cv2", True), ("av", False)])
+def test_window_refuses_to_open_after_pyav_was_imported_first(first, ok):
+    """PyAV's wheel bundles its own libxcb; imported before OpenCV, cv2.namedWindow spins forever."""
+    second = "av" if first == "cv2" else "cv2"
+    code = (f"import {first}, {second}\nfrom rtsal.sinks import check_import_order\ncheck_import_order()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=no_display_env())
+    assert (r.returncode == 0) == ok, r.stderr
+    if not ok:
+        assert "DisplayError: PyAV was imported before OpenCV" in r.stderr
+
+
 def test_bad_options_are_usage_errors(clip, capsys):
     assert main(["webcam", "--source", str(clip), "--no-window", "--smooth", "1.0"]) == 2
     assert main(["webcam", "--source", str(clip), "--no-window", "--max-frames", "0"]) == 2
