@@ -45,7 +45,8 @@ class Entry:
 
     @property
     def label(self) -> str:
-        return self.name if self.library == "rtsal" else f"{self.library}/{self.name}"
+        """``library/name``, what ``--only``/``--skip`` match: "rtsal/fastcam", "torchcam/GradCAMpp"."""
+        return f"{self.library}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ def _channels(model: nn.Module, module: nn.Module, x: Tensor) -> int:
 
 
 def selected(label: str, only: Sequence[str], skip: Sequence[str]) -> bool:
-    """``label`` ("fastcam", "pytorch-grad-cam/ScoreCAM") passes the substring filters (case-insensitive)."""
+    """``label`` ("rtsal/fastcam", "pytorch-grad-cam/ScoreCAM") passes the substring filters (any case)."""
     low = label.lower()
     if only and not any(o.lower() in low for o in only):
         return False

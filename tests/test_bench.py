@@ -95,11 +95,13 @@ def test_ratio_is_the_median_of_paired_ratios(fake_clock):
 
 
 def test_filters():
-    assert bm.selected("fastcam", [], [])
+    assert bm.selected("rtsal/fastcam", [], [])
     assert bm.selected("pytorch-grad-cam/ScoreCAM", ["scorecam"], [])
     assert not bm.selected("pytorch-grad-cam/ScoreCAM", [], ["grad-cam/"])
-    assert bm.selected("scorecam", [], ["grad-cam/"])
+    assert bm.selected("rtsal/scorecam", [], ["grad-cam/"])
     assert not bm.selected("captum/LayerGradCam", ["fastcam", "torchcam"], [])
+    assert bm.selected("rtsal/fastablationcam", [], ["rtsal/ablationcam"])
+    assert not bm.selected("rtsal/ablationcam", [], ["rtsal/ablationcam"])
 
 
 def test_peer_layer_for_a_shared_module():

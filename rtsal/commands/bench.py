@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--only",
         default="",
         metavar="A,B",
-        help="measure only methods whose library/name contains one of these",
+        help="only methods whose library/name (rtsal/fastcam, torchcam/GradCAMpp) contains one of these",
     )
     p.add_argument(
         "--skip", default="", metavar="A,B", help="skip methods whose library/name contains one of these"

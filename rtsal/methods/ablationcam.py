@@ -8,11 +8,16 @@ so it is left out). Ablated copies run in batches, the trunk once per batch (:mo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
 
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record, resolve_targets
 from rtsal.methods.variants import LayerVariants, repeat
+
+if TYPE_CHECKING:
+    from rtsal.explainer import Explainer
 
 
 def channel_drops(
@@ -36,7 +41,7 @@ def channel_drops(
 class AblationCAM(MethodRunner):
     """``ablationcam``: Ablation-CAM at ``layer``."""
 
-    def __init__(self, explainer, method: str = "ablationcam", **kwargs) -> None:
+    def __init__(self, explainer: Explainer, method: str = "ablationcam", **kwargs: Any) -> None:
         super().__init__(explainer, method, **kwargs)
         self.variants = LayerVariants(explainer.model, self.layer)
 

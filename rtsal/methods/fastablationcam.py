@@ -8,11 +8,16 @@ variants per image (49 at 224 for a stride-32 layer), all in batches after the l
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
 
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record, resolve_targets
 from rtsal.methods.variants import LayerVariants, repeat
+
+if TYPE_CHECKING:
+    from rtsal.explainer import Explainer
 
 
 def location_drops(
@@ -37,7 +42,9 @@ def location_drops(
 class FastAblationCAM(MethodRunner):
     """``fastablationcam``: the class-score drop from zeroing each location of ``layer``."""
 
-    def __init__(self, explainer, method: str = "fastablationcam", *, batch_size: int = 64, **kwargs) -> None:
+    def __init__(
+        self, explainer: Explainer, method: str = "fastablationcam", *, batch_size: int = 64, **kwargs: Any
+    ) -> None:
         super().__init__(explainer, method, batch_size=batch_size, **kwargs)
         self.variants = LayerVariants(explainer.model, self.layer)
 

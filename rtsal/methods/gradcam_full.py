@@ -7,11 +7,16 @@ needs: the layer's and the input's). The CAM formulas are the engine's (:mod:`rt
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
 
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, record, resolve_targets
 from rtsal.saliency.cam import CAMS
+
+if TYPE_CHECKING:
+    from rtsal.explainer import Explainer
 
 
 def backward_to_input(
@@ -30,7 +35,7 @@ def backward_to_input(
 class GradCAMFull(MethodRunner):
     """``gradcam-full`` / ``gradcampp-full``: Grad-CAM(++) at ``layer`` from a full backward pass."""
 
-    def __init__(self, explainer, method: str = "gradcam-full", **kwargs) -> None:
+    def __init__(self, explainer: Explainer, method: str = "gradcam-full", **kwargs: Any) -> None:
         super().__init__(explainer, method, **kwargs)
         self.cam = CAMS[method.removesuffix("-full")]
 

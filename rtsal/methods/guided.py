@@ -11,6 +11,8 @@ its 99th percentile is 1 (gradient maps have a few very large pixels).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
 
@@ -18,6 +20,9 @@ from rtsal.methods.base import MethodOutput, MethodRunner, Target, record, resol
 from rtsal.saliency.cam import gradcam
 from rtsal.saliency.combine import upsample
 from rtsal.saliency.norm import range_norm
+
+if TYPE_CHECKING:
+    from rtsal.explainer import Explainer
 
 GUIDED_MODULES = (nn.ReLU, nn.ReLU6)
 
@@ -82,7 +87,7 @@ def percentile_norm(maps: Tensor, q: float = 0.99) -> Tensor:
 class GuidedBackprop(MethodRunner):
     """``guided-backprop``: the guided input gradient of the target logit."""
 
-    def __init__(self, explainer, method: str = "guided-backprop", **kwargs) -> None:
+    def __init__(self, explainer: Explainer, method: str = "guided-backprop", **kwargs: Any) -> None:
         super().__init__(explainer, method, **kwargs)
 
     @property
@@ -123,7 +128,7 @@ def guided_gradcam_grad(
 class GuidedGradCAM(GuidedBackprop):
     """``guided-gradcam``: Guided Backprop x Grad-CAM at ``layer``."""
 
-    def __init__(self, explainer, method: str = "guided-gradcam", **kwargs) -> None:
+    def __init__(self, explainer: Explainer, method: str = "guided-gradcam", **kwargs: Any) -> None:
         super().__init__(explainer, method, **kwargs)
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from rtsal.errors import UsageError
@@ -32,7 +31,7 @@ RUNNERS: dict[str, type[MethodRunner]] = {
 
 def build_runner(
     name: str,
-    explainer: Explainer | nn.Module | str | os.PathLike,
+    explainer: Explainer | nn.Module | str,
     *,
     layer: str | Layer | None = None,
     cskip: int = 16,

@@ -11,12 +11,17 @@ to that choice (on an untrained ResNet-18 the two give maps that correlate at on
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtsal.errors import UsageError
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record, resolve_targets
+
+if TYPE_CHECKING:
+    from rtsal.explainer import Explainer
 
 
 def cskip_channels(a: Tensor, k: int) -> Tensor:
@@ -65,7 +70,9 @@ def score_cam(acts: Tensor, weights: Tensor) -> Tensor:
 class ScoreCAM(MethodRunner):
     """``scorecam``: Score-CAM at ``layer`` on the ``cskip`` strongest channels (0: all channels)."""
 
-    def __init__(self, explainer, method: str = "scorecam", *, cskip: int = 16, **kwargs) -> None:
+    def __init__(
+        self, explainer: Explainer, method: str = "scorecam", *, cskip: int = 16, **kwargs: Any
+    ) -> None:
         super().__init__(explainer, method, **kwargs)
         if cskip < 0:
             raise UsageError(f"cskip must be 0 (all channels) or a positive channel count, got {cskip}")
