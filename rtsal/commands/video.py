@@ -273,26 +273,38 @@ def select(result: Any, i: int) -> Any:
     )
 
 
-def resize_maps(result: Any, size: tuple[int, int], fields: tuple[str, ...], area: bool = False) -> Any:
-    """The result with the named map fields resized to ``size`` = (H, W): bilinear (as the engine
-    upsamples) or area averaging (downsampling)."""
-    import torch
-    import torch.nn.functional as F
+def to_host(result: Any, fields: tuple[str, ...]) -> Any:
+    """The result with the named maps as float32 numpy arrays (one host copy each; none on the CPU).
 
-    from rtsal.saliency.combine import upsample
+    The render stage then works with numpy and OpenCV only: torch calls there would start a second pool of
+    intra-op threads that competes with the model's for the same cores."""
+    import numpy as np
 
     updates = {}
-    with torch.inference_mode():
-        for name in fields:
-            m = getattr(result, name)
-            if m is None or tuple(m.shape[-2:]) == tuple(size):
-                continue
-            if area:
-                x = m.unsqueeze(1) if m.dim() == 3 else m
-                x = F.interpolate(x.float(), size=size, mode="area")
-                updates[name] = x.squeeze(1) if m.dim() == 3 else x
-            else:
-                updates[name] = upsample(m.float(), size)
+    for name in fields:
+        m = getattr(result, name)
+        if m is not None and not isinstance(m, np.ndarray):
+            updates[name] = m.detach().float().cpu().numpy()
+    return replace(result, **updates) if updates else result
+
+
+def resize_maps(result: Any, size: tuple[int, int], fields: tuple[str, ...]) -> Any:
+    """The named numpy maps, (1, h, w) or (1, L, h, w), resized to ``size`` = (H, W): bilinear with pixel
+    centres aligned (as the engine's ``align_corners=False`` upsampling) when enlarging, area averages when
+    shrinking."""
+    import cv2
+    import numpy as np
+
+    H, W = size
+    updates = {}
+    for name in fields:
+        m = getattr(result, name)
+        if m is None or tuple(m.shape[-2:]) == (H, W):
+            continue
+        interp = cv2.INTER_AREA if H * W < m.shape[-1] * m.shape[-2] else cv2.INTER_LINEAR
+        flat = m.reshape(-1, *m.shape[-2:])
+        out = np.stack([cv2.resize(x, (W, H), interpolation=interp) for x in flat])
+        updates[name] = out.reshape(*m.shape[:-2], H, W)
     return replace(result, **updates) if updates else result
 
 
@@ -392,6 +404,8 @@ class VideoJob:
 
     # -- the stages' callbacks ----------------------------------------------------------------------------
     def render(self, frame: Any, fr: FrameResult) -> None:
+        import numpy as np
+
         from rtsal.render.views import draw_topk
 
         t0 = time.perf_counter()
@@ -399,9 +413,14 @@ class VideoJob:
         h, w = frame.image.shape[:2]
         if self.maps is not None:
             self._save_maps(frame, one, (h, w))
+        small = to_host(one, self.fields)
         if self.smoother is not None:
-            one = self.smoother(one, self.fields)
-        big = resize_maps(one, (h, w), self.fields)
+            small = self.smoother(small, self.fields)
+        big = resize_maps(small, (h, w), self.fields)
+        if self.args.view == "lovi":  # LOVI colouring is a torch function
+            import torch
+
+            big = replace(big, scales=torch.from_numpy(np.ascontiguousarray(big.scales)))
         out = self.view.annotate(frame.image, big, 0)
         if not self.args.no_labels:
             draw_topk(out, big, 0)
@@ -420,8 +439,9 @@ class VideoJob:
         from rtsal.preprocess import model_size
 
         fields = ("saliency", "smoe", "cam", "scales")
+        one = to_host(one, fields)
         if not self.infer.model_res:  # frame-size maps from a comparison method: average down
-            one = resize_maps(one, model_size(*size, self.args.size), fields, area=True)
+            one = resize_maps(one, model_size(*size, self.args.size), fields)
         arrays = {
             "pts": np.float64(frame.pts),
             "index": np.int64(frame.index),
@@ -432,7 +452,7 @@ class VideoJob:
         for name in fields:
             m = getattr(one, name)
             if m is not None:
-                arrays[name] = m[0].detach().float().cpu().numpy().astype(np.float16)
+                arrays[name] = m[0].astype(np.float16)
         self.maps.add(**arrays)
 
     def _csv_row(self, frame: Any, one: Any, fr: FrameResult, render_ms: float, encode_ms: float) -> None:
