@@ -130,7 +130,8 @@ class VideoReader:
         self.stopped: str | None = None  # why decoding ended early, once it has
         self._decoded = 0
         self._last_time: float | None = None
-        self._corrupt = 0
+        self._corrupt = 0  # packets the decoder refused
+        self._disordered = 0  # frames whose pts did not increase (dropped: the output must be monotonic)
         self._first_error: tuple[float | None, str] | None = None
         self._next_time: float | None = None  # time of the first frame past ``end``
         tb = s.time_base or Fraction(1, 90000)
@@ -246,7 +247,7 @@ class VideoReader:
                 self._next_time = t
                 return
             if self._last_time is not None and t <= self._last_time:
-                self._corrupt += 1
+                self._disordered += 1
                 continue
             self._last_time = t
             yield frame, t
@@ -307,11 +308,16 @@ class VideoReader:
                 f"decoding of {self.path} stopped at {where} after {self._decoded} frame(s): {self.stopped}"
             )
         if self._corrupt:
-            t, reason = self._first_error or (None, "pts out of order")
+            t, reason = self._first_error or (None, "")
             first = f"the first after {t:.3f} s" if t is not None else "the first at the start"
             raise VideoIOError(
                 f"{self._corrupt} packet(s) of {self.path} could not be decoded and were skipped "
                 f"({first}: {reason}); {self._decoded} frame(s) decoded"
+            )
+        if self._disordered:
+            raise VideoIOError(
+                f"{self._disordered} frame(s) of {self.path} had timestamps that went backwards and were "
+                f"skipped; {self._decoded} frame(s) decoded"
             )
 
 
