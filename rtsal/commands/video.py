@@ -16,12 +16,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rtsal.commands.common import add_engine_options, add_view_options, check_view_args, make_runner
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.render.frames import resize_maps, select, to_host
 
 TOPK_CSV = 5
 # the maps each view draws: only those are smoothed and upsampled to the frame
@@ -251,63 +252,6 @@ class BatchInfer:
         return [FrameResult(result, i, per_frame, n) for i in range(n)]
 
 
-def select(result: Any, i: int) -> Any:
-    """Image ``i`` of a batch result as a one-image result (views, smoothing and saving take those)."""
-    from rtsal.types import TopK
-
-    def one(t: Any) -> Any:
-        return None if t is None else t[i : i + 1]
-
-    tk = result.topk
-    return replace(
-        result,
-        logits=one(result.logits),
-        topk=TopK(tk.indices[i : i + 1], tk.probs[i : i + 1], tk.labels[i : i + 1]),
-        target=one(result.target),
-        saliency=one(result.saliency),
-        scales=one(result.scales),
-        smoe=one(result.smoe),
-        cam=one(result.cam),
-        fused=one(result.fused),
-        nonclass=one(result.nonclass),
-    )
-
-
-def to_host(result: Any, fields: tuple[str, ...]) -> Any:
-    """The result with the named maps as float32 numpy arrays (one host copy each; none on the CPU).
-
-    The render stage then works with numpy and OpenCV only: torch calls there would start a second pool of
-    intra-op threads that competes with the model's for the same cores."""
-    import numpy as np
-
-    updates = {}
-    for name in fields:
-        m = getattr(result, name)
-        if m is not None and not isinstance(m, np.ndarray):
-            updates[name] = m.detach().float().cpu().numpy()
-    return replace(result, **updates) if updates else result
-
-
-def resize_maps(result: Any, size: tuple[int, int], fields: tuple[str, ...]) -> Any:
-    """The named numpy maps, (1, h, w) or (1, L, h, w), resized to ``size`` = (H, W): bilinear with pixel
-    centres aligned (as the engine's ``align_corners=False`` upsampling) when enlarging, area averages when
-    shrinking."""
-    import cv2
-    import numpy as np
-
-    H, W = size
-    updates = {}
-    for name in fields:
-        m = getattr(result, name)
-        if m is None or tuple(m.shape[-2:]) == (H, W):
-            continue
-        interp = cv2.INTER_AREA if H * W < m.shape[-1] * m.shape[-2] else cv2.INTER_LINEAR
-        flat = m.reshape(-1, *m.shape[-2:])
-        out = np.stack([cv2.resize(x, (W, H), interpolation=interp) for x in flat])
-        updates[name] = out.reshape(*m.shape[:-2], H, W)
-    return replace(result, **updates) if updates else result
-
-
 class VideoJob:
     """One ``rtsal video`` run: owns the outputs, renders and writes each frame, finishes on every path."""
 
@@ -404,7 +348,6 @@ class VideoJob:
 
     # -- the stages' callbacks ----------------------------------------------------------------------------
     def render(self, frame: Any, fr: FrameResult) -> None:
-        import numpy as np
 
         from rtsal.render.views import draw_topk
 
@@ -417,10 +360,6 @@ class VideoJob:
         if self.smoother is not None:
             small = self.smoother(small, self.fields)
         big = resize_maps(small, (h, w), self.fields)
-        if self.args.view == "lovi":  # LOVI colouring is a torch function
-            import torch
-
-            big = replace(big, scales=torch.from_numpy(np.ascontiguousarray(big.scales)))
         out = self.view.annotate(frame.image, big, 0)
         if not self.args.no_labels:
             draw_topk(out, big, 0)

@@ -208,11 +208,18 @@ class LiveSession:
     def infer(self, frames: list) -> list:
         import numpy as np
 
+        from rtsal.methods import METHODS
+
         if self.state.paused:
             return [None] * len(frames)
         runner = self._runner_for(self.state.method)
         images = frames[0].image if len(frames) == 1 else np.stack([f.image for f in frames])
-        result = runner.explain(images, target=self.state.target)
+        explainer = getattr(runner, "explainer", runner)
+        if METHODS[self.state.method].engine and hasattr(explainer, "preprocess"):
+            # engine maps stay at model resolution; the render stage resizes only what its view draws
+            result = runner.explain(explainer.preprocess(images), target=self.state.target)
+        else:
+            result = runner.explain(images, target=self.state.target)
         return [(result, i) for i in range(len(frames))]
 
     def _runner_for(self, method: str) -> Any:
@@ -231,6 +238,7 @@ class LiveSession:
     # -- render thread ----------------------------------------------------------------------------------
     def render(self, frame: Any, item: Any) -> bool:
         from rtsal.methods import METHODS
+        from rtsal.render.frames import resize_maps, select, to_host
         from rtsal.render.hud import HudInfo
         from rtsal.render.smooth import VIEW_FIELDS
         from rtsal.render.views import draw_topk, make_view
@@ -244,24 +252,27 @@ class LiveSession:
                 return True
             plain = self.last_plain
         else:
-            result, i = item
-            result = self.smoother(result, VIEW_FIELDS.get(s.view, ("saliency",)))
+            batch, i = item
+            fields = VIEW_FIELDS.get(s.view, ("saliency",))
+            one = self.smoother(to_host(select(batch, i), fields), fields)
+            one = resize_maps(one, frame.image.shape[:2], fields)
             key = (s.view, s.cmap, s.alpha)
             view = self._views.get(key)
             if view is None:
                 self._views.clear()
                 view = self._views[key] = make_view(*key)
-            plain = view.annotate(frame.image, result, i)
+            plain = view.annotate(frame.image, one, 0)
             # label size from the camera frame's width, also on the wider side-by-side and grid views
-            draw_topk(plain, result, i, k=3, scale=max(0.4, min(1.0, frame.image.shape[1] / 900)))
+            draw_topk(plain, one, 0, k=3, scale=max(0.4, min(1.0, frame.image.shape[1] / 900)))
             self.last_plain = plain
-            self.last_topk = [int(v) for v in result.topk.indices[i].tolist()]
-            timings = result.timings or {}
+            self.last_topk = [int(v) for v in one.topk.indices[0].tolist()]
+            timings = batch.timings or {}
+            n = max(1, len(batch.topk.labels))
             for timer, timer_all, name in ((self.forward, self.forward_all, "forward"),
                                            (self.saliency, self.saliency_all, "saliency")):
                 if name in timings:
-                    timer.add(timings[name] / max(1, result.saliency.shape[0]))
-                    timer_all.add(timings[name] / max(1, result.saliency.shape[0]))
+                    timer.add(timings[name] / n)
+                    timer_all.add(timings[name] / n)
             self.fps.tick(now)
             self.rendered_frames += 1
         dropped = self.monitor.snapshot()["dropped"]

@@ -78,9 +78,11 @@ class LoviView:
     def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
         if result.scales is None:
             return OverlayView(self.cmap, self.alpha).annotate(image, result, i)
+        import torch
+
         from rtsal.saliency.lovi import lovi
 
-        bgr = to_numpy_map(lovi(result.scales[i]))
+        bgr = to_numpy_map(lovi(torch.as_tensor(np.ascontiguousarray(result.scales[i]))))
         rgb = (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
         return blend(image, rgb, self.alpha)
 
