@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _sweep(bm, s, args, ks: list[int], header: str, json_path: Path | None, env: dict) -> int:
     images = [bm.bundled_photo(name) for name in ("coffee", "chelsea", "rocket", "astronaut")]
-    rows = bm.cskip_sweep(s, ks, images, iters=min(args.iters, 5), progress=bm.eprint)
+    rows = bm.cskip_sweep(s, ks, images, iters=args.iters, budget_s=args.budget, progress=bm.eprint)
     print(bm.format_cskip(rows, header + "\nScore-CAM with CSKIP K vs full Score-CAM (4 bundled photos)"))
     if json_path is not None:
         from dataclasses import asdict

@@ -50,7 +50,8 @@ def build_runner(
         layer: the layer the comparison methods work at, ``NAME`` or ``NAME#CALL``; default the explainer's
             last scale-end layer. Engine methods ignore it (they use the explainer's layers).
         cskip: Score-CAM keeps the ``cskip`` channels with the largest max activation; 0 keeps all.
-        batch_size: masked or ablated copies per forward pass; default 32 (64 for ``fastablationcam``).
+        batch_size: masked or ablated copies per forward pass; default 32 (``scorecam``: 8 on a CPU, where
+            larger batches of full-size inputs run slower per image; ``fastablationcam``: 64).
         close_explainer: close the explainer when the runner is closed; default: only if built here.
     """
     from rtsal.explainer import Explainer

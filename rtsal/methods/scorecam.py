@@ -71,9 +71,17 @@ class ScoreCAM(MethodRunner):
     """``scorecam``: Score-CAM at ``layer`` on the ``cskip`` strongest channels (0: all channels)."""
 
     def __init__(
-        self, explainer: Explainer, method: str = "scorecam", *, cskip: int = 16, **kwargs: Any
+        self,
+        explainer: Explainer,
+        method: str = "scorecam",
+        *,
+        cskip: int = 16,
+        batch_size: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(explainer, method, **kwargs)
+        if batch_size is None:  # per image, batches above ~8 full-size inputs get slower on a CPU
+            batch_size = 8 if explainer.device.type == "cpu" else 32
+        super().__init__(explainer, method, batch_size=batch_size, **kwargs)
         if cskip < 0:
             raise UsageError(f"cskip must be 0 (all channels) or a positive channel count, got {cskip}")
         self.cskip = cskip
