@@ -101,7 +101,8 @@ def measure(
     """Time ``entry.run`` and ``forward`` in pairs (which one runs first alternates).
 
     The first pair is a warm-up and gives an estimate; then ``min(iters, budget_s / estimate)`` pairs are
-    timed (at least one). A method slower than the budget is not run again: its first call is the sample.
+    timed (at least one). A method slower than the budget is not run again: its first call is the sample,
+    compared with the median of that pair's forward pass and a few more.
     """
 
     def timed(fn: Callable[[], object]) -> float:
@@ -112,8 +113,9 @@ def measure(
     first_fwd, first = timed(forward), timed(entry.run)
     pairs: list[tuple[float, float]] = []
     first_only = first > budget_s * 1e3
-    if first_only:
-        pairs.append((first_fwd, first))
+    if first_only:  # one sample; the forward it is compared with is the median of a few around it
+        fwds = [first_fwd] + [timed(forward) for _ in range(max(2, min(iters, 10)))]
+        pairs.append((statistics.median(fwds), first))
     else:
         n = max(1, min(iters, int(budget_s * 1e3 / (first + first_fwd))))
         for _ in range(max(0, min(warmup - 1, n))):

@@ -70,9 +70,11 @@ def test_measure_gives_slow_methods_fewer_iterations(fake_clock):
     assert t.iters == 5 and not t.first_call  # 10 s / (1.9 + 0.1) s
     calls.clear()
     slower = entry(lambda: (calls.append(1), fake_clock.work(50.0)()))
-    t = bm.measure(slower, fwd, cpu, iters=30, warmup=3, budget_s=10.0)
+    durations = iter([0.5] + [0.1] * 20)  # the forward paired with it was slow: the median of more is used
+    t = bm.measure(slower, lambda: fake_clock.work(next(durations))(), cpu, iters=30, warmup=3, budget_s=10.0)
     assert t.iters == 1 and t.first_call and len(calls) == 1  # the first call is the sample
-    assert t.median_ms == pytest.approx(50_000.0) and t.ratio == pytest.approx(500.0)
+    assert t.median_ms == pytest.approx(50_000.0) and t.forward_ms == pytest.approx(100.0)
+    assert t.ratio == pytest.approx(500.0)
     assert "*" in bm.format_table([t], "header").splitlines()[3]
 
 
