@@ -65,6 +65,20 @@ def test_layer_weight_presets():
         layer_weights("heavy", 3)
 
 
+@pytest.mark.parametrize(
+    ("src", "dst"), [((7, 7), (224, 224)), ((28, 37), (240, 321)), ((112, 90), (50, 61))]
+)
+def test_upsample_matches_torch_bilinear(src, dst):
+    from rtsal.saliency.combine import upsample
+
+    m = torch.rand(2, 3, *src, generator=torch.Generator().manual_seed(0))
+    ref = torch.nn.functional.interpolate(m, size=dst, mode="bilinear", align_corners=False)
+    out = upsample(m, dst)
+    assert out.shape == (2, 3, *dst)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(upsample(m[:, 0], dst), ref[:, 0], atol=1e-5)
+
+
 def test_combine_is_weighted_mean_of_upsampled_maps():
     a = torch.zeros(1, 2, 2)
     a[0, 0, 0] = 1.0

@@ -15,11 +15,13 @@ def gauss_norm(x: Tensor) -> Tensor:
     mu and sigma (unbiased) are taken over each map. A constant map gives 0.5 everywhere.
     """
     flat = x.flatten(1)
-    mu = flat.mean(dim=1)
-    sigma = flat.std(dim=1) if flat.shape[1] > 1 else torch.zeros_like(mu)
-    sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))  # constant map -> (x - mu) = 0 -> 0.5
-    z = (x - mu.view(-1, 1, 1)) / (sigma.view(-1, 1, 1) * math.sqrt(2.0))
-    return 0.5 * (1.0 + torch.erf(z))
+    if flat.shape[1] > 1:
+        sigma, mu = torch.std_mean(flat, dim=1, keepdim=True)
+        sigma = torch.where(sigma > 0, sigma, 1.0)  # constant map: (x - mu) = 0 -> 0.5
+    else:
+        sigma, mu = torch.ones_like(flat), flat
+    z = (flat - mu) * (1.0 / math.sqrt(2.0)) / sigma
+    return (0.5 * (1.0 + torch.erf(z))).view_as(x)
 
 
 def gamma_norm(x: Tensor, newton_steps: int = 10) -> Tensor:
