@@ -383,7 +383,7 @@ def run_all(
         for lib, ok in installed_peers().items():
             if ok:
                 groups.append(lambda lib=lib: PEERS[lib](s))
-            else:
+            elif not only or any(lib in name for name in only):  # only when it could have been asked for
                 progress(f"{lib}: not installed, skipped (pip install 'rtsal[bench]')")
     rows: list[Timing] = []
     with warnings.catch_warnings():
