@@ -201,7 +201,7 @@ class Explainer:
         target: int | Sequence[int] | Tensor | None = None,
     ) -> SaliencyResult:
         """Everything after the forward pass: SMOE maps, normalisation, combination, CAM and fusion."""
-        tgt = self._targets(logits, target)
+        tgt = resolve_targets(logits, target)
         with torch.inference_mode(self.closed_form):
             cam_small = self._cam(logits, acts, tgt)
         with torch.inference_mode():
@@ -225,19 +225,6 @@ class Explainer:
             layers=tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in self.layers),
         )
 
-    def _targets(self, logits: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
-        n, n_cls = logits.shape
-        if target is None:
-            return logits.detach().argmax(dim=1)
-        t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
-        if t.numel() == 1:
-            t = t.expand(n)
-        if t.numel() != n:
-            raise UsageError(f"target: got {t.numel()} classes for a batch of {n}")
-        if bool(((t < 0) | (t >= n_cls)).any()):
-            raise UsageError(f"target class out of range 0..{n_cls - 1}")
-        return t
-
     def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor) -> Tensor:
         a = acts[-1]
         if self.closed_form:
@@ -246,6 +233,21 @@ class Explainer:
         score = logits.gather(1, target.view(-1, 1)).sum()
         (g,) = torch.autograd.grad(score, a)
         return CAMS[self.cam_name](a.detach(), g)
+
+
+def resolve_targets(logits: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
+    """The class each image is explained for: top-1 by default, one index for all, or one per image: (N,)."""
+    n, n_cls = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise UsageError(f"target: got {t.numel()} classes for a batch of {n}")
+    if bool(((t < 0) | (t >= n_cls)).any()):
+        raise UsageError(f"target class out of range 0..{n_cls - 1}")
+    return t
 
 
 def _choose(what: str, value: str, options: Sequence[str]) -> None:

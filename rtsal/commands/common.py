@@ -20,9 +20,8 @@ CMAP_NAMES = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "b
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
-    """--model, --weights, --method and the FastCAM settings."""
-    g = p.add_argument_group("model and method")
+def add_model_options(g: argparse._ActionsContainer) -> None:
+    """--model and --weights."""
     g.add_argument(
         "--model",
         default="efficientnet-lite0",
@@ -35,6 +34,12 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         metavar="default|PATH|none",
         help="pretrained weights (default), a saved state dict, or none (random init)",
     )
+
+
+def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
+    """--model, --weights, --method and the FastCAM settings."""
+    g = p.add_argument_group("model and method")
+    add_model_options(g)
     g.add_argument(
         "--method",
         default="fastcam",

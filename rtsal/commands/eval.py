@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rtsal.commands.common import expand_images, parse_weights, read_rgb
+from rtsal.commands.common import add_model_options, expand_images, parse_weights, read_rgb
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.methods import CAMS, METHODS, NORMS, STATISTICS, WEIGHT_PRESETS
-from rtsal.models import MODELS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -187,18 +186,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="paired column: each method's ins - del minus this method's, image by image (default: random)",
     )
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        default="efficientnet-lite0",
-        metavar="NAME",
-        help=f"classifier: {', '.join(MODELS)} (default: efficientnet-lite0, works offline)",
-    )
-    g.add_argument(
-        "--weights",
-        default="default",
-        metavar="default|PATH|none",
-        help="pretrained weights (default), a saved state dict, or none (random init)",
-    )
+    add_model_options(g)
     g.add_argument("--layers", default=None, metavar="NAME,NAME,...", help="explicit scale-end layers")
     g.add_argument("--size", type=int, default=224, help="model input short side in pixels (default: 224)")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")

@@ -127,21 +127,6 @@ def engine_hooks_off(explainer: Explainer) -> Iterator[None]:
         recorder.__enter__()
 
 
-def resolve_targets(logits: Tensor, target: Target) -> Tensor:
-    """The class each image is explained for: top-1 by default, one index for all, or one per image: (N,)."""
-    n, n_cls = logits.shape
-    if target is None:
-        return logits.detach().argmax(dim=1)
-    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise UsageError(f"target: got {t.numel()} classes for a batch of {n}")
-    if bool(((t < 0) | (t >= n_cls)).any()):
-        raise UsageError(f"target class out of range 0..{n_cls - 1}")
-    return t
-
-
 def prepare(explainer: Explainer, images: Images) -> tuple[Tensor, tuple[int, int]]:
     """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) and output size (H, W)."""
     if isinstance(images, Tensor) and images.is_floating_point():

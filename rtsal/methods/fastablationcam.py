@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record, resolve_targets
+from rtsal.explainer import resolve_targets
+from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record
 from rtsal.methods.variants import LayerVariants, repeat
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from rtsal.methods.base import MethodOutput, MethodRunner, Target, record, resolve_targets
+from rtsal.explainer import resolve_targets
+from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
 from rtsal.saliency.cam import CAMS
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from rtsal.methods.base import MethodOutput, MethodRunner, Target, record, resolve_targets
+from rtsal.explainer import resolve_targets
+from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
 from rtsal.saliency.cam import gradcam
 from rtsal.saliency.combine import upsample
 from rtsal.saliency.norm import range_norm

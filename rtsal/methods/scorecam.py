@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtsal.errors import UsageError
-from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record, resolve_targets
+from rtsal.explainer import resolve_targets
+from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record
 
 if TYPE_CHECKING:
     from rtsal.explainer import Explainer
