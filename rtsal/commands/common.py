@@ -122,6 +122,31 @@ def check_view_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--alpha must be within 0..1, got {args.alpha}")
 
 
+def add_threads_option(g: argparse._ActionsContainer) -> None:
+    """--threads for the commands that run the three-stage pipeline."""
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads for the model (default: one fewer than the CPU cores, at least 1: capture or "
+        "decoding and drawing or encoding need a core too, and oversubscribed threads run slower)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """Set torch's intra-op threads from ``--threads`` (default: cores - 1, at least 1); returns it."""
+    import os
+
+    import torch
+
+    n = args.threads if getattr(args, "threads", None) else max(1, (os.cpu_count() or 2) - 1)
+    if n < 1:
+        raise UsageError(f"--threads must be at least 1, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
 def make_explainer(args: argparse.Namespace) -> Explainer:
     """Build the Explainer the engine options ask for."""
     from rtsal.explainer import Explainer

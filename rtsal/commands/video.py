@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtsal.commands.common import add_engine_options, add_view_options, check_view_args, make_runner
+from rtsal.commands.common import (
+    add_engine_options,
+    add_threads_option,
+    add_view_options,
+    apply_threads,
+    check_view_args,
+    make_runner,
+)
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.render.frames import resize_maps, select, to_host
 
@@ -96,14 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="also save per frame: index, pts, top-5 classes and scores, stage timings",
     )
     g.add_argument("--no-labels", action="store_true", help="do not draw the top-3 classes on the frames")
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="torch threads for the model (default: torch's, one per core); decoding and encoding use "
-        "their own threads, so fewer can be faster",
-    )
+    add_threads_option(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
     add_engine_options(p)
     add_view_options(p)
@@ -191,10 +191,7 @@ def run(args: argparse.Namespace) -> int:
             offset=args.start or 0.0,
             audio=audio,
         )
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        apply_threads(args)
         try:
             runner = make_runner(args)
         except BaseException:

@@ -16,6 +16,7 @@ from rtsal.commands.common import (
     CMAP_NAMES,
     VIEW_NAMES,
     add_engine_options,
+    add_threads_option,
     add_view_options,
     check_view_args,
 )
@@ -56,6 +57,7 @@ def add_live_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--record", default=None, metavar="OUT.mp4",
                    help="also write what is shown to an MP4 file")
     g.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N rendered frames")
+    add_threads_option(g)
     g.add_argument("--stats-json", default=None, metavar="FILE",
                    help="write per-stage medians, FPS, drops and overhead to FILE at exit")
     g.add_argument("--snapshot-dir", default=".", metavar="DIR",
@@ -117,12 +119,13 @@ def run_live(args: argparse.Namespace, source: Any, recorder: Any, title: str) -
 
     The model is loaded first and the window opened after it, so that the window shows frames as it appears.
     """
-    from rtsal.commands.common import make_runner
+    from rtsal.commands.common import apply_threads, make_runner
 
     session = runner = sink = None
     try:
         if recorder is not None and getattr(source, "fps", None):
             recorder.fps = float(source.fps)
+        apply_threads(args)
         runner = make_runner(args)
         sink = make_sink(args)
         session = LiveSession(args, runner, sink, recorder, live=bool(source.live))
