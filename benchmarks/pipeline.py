@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rtsal.cli import build_parser  # noqa: E402
-from rtsal.commands.common import make_runner  # noqa: E402
+from rtsal.commands.common import apply_threads, make_runner  # noqa: E402
 from rtsal.commands.webcam import LiveSession  # noqa: E402
 from rtsal.io.video import VideoWriter  # noqa: E402
 from rtsal.io.webcam import StreamSource  # noqa: E402
@@ -136,7 +136,12 @@ def session_run(args: argparse.Namespace, runner, source, live: bool) -> dict:
     """One LiveSession run into a null sink; the summary ``rtsal webcam --stats-json`` would write."""
     session = LiveSession(args, runner, NullSink(), None, live=live)
     session.close = lambda: None  # type: ignore[method-assign]  # keep the runner for the next run
-    stats = session.run(source)
+    before = torch.get_num_threads()
+    apply_threads(args)  # as `rtsal webcam` does: --threads, else one fewer than the cores
+    try:
+        stats = session.run(source)
+    finally:
+        torch.set_num_threads(before)
     return session.summary(stats)
 
 
@@ -152,11 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forward-iters", type=int, default=50)
     p.add_argument("--soak", type=int, default=0, metavar="N", help="frames in the memory soak (0: none)")
     p.add_argument("--soak-every", type=int, default=500)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the forward-only reference")
+    p.add_argument("--pipeline-threads", type=int, default=None,
+                   help="torch threads inside the pipeline (default: as rtsal webcam, cores - 1)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     engine = ["--model", a.model, "--method", a.method, "--size", str(a.size)]
+    if a.pipeline_threads:
+        engine += ["--threads", str(a.pipeline_threads)]
     if a.model != "efficientnet-lite0":
         engine += ["--weights", "none"]  # only lite0 has weights offline; speed does not depend on them
 
