@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rtsal.explainer import Explainer  # noqa: E402
+from rtsal.engine.explainer import Explainer  # noqa: E402
 from rtsal.models import load_model  # noqa: E402
 
 MODELS = ("resnet50", "resnet18", "mobilenet_v3_large", "efficientnet-lite0")

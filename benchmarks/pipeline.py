@@ -33,7 +33,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import cv2  # before PyAV (see rtsal.sinks.check_import_order)
+import cv2  # before PyAV (see rtsal.io.sinks.check_import_order)
 import numpy as np
 import torch
 
@@ -44,9 +44,9 @@ from rtsal.cli import build_parser  # noqa: E402
 from rtsal.commands.common import apply_threads, make_runner  # noqa: E402
 from rtsal.commands.webcam import LiveSession  # noqa: E402
 from rtsal.io.video import VideoWriter  # noqa: E402
-from rtsal.io.webcam import StreamSource  # noqa: E402
+from rtsal.io.sources import StreamSource  # noqa: E402
 from rtsal.models import load_model  # noqa: E402
-from rtsal.sinks import NullSink  # noqa: E402
+from rtsal.io.sinks import NullSink  # noqa: E402
 from rtsal.types import Frame  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")

@@ -275,7 +275,7 @@ def main() -> int:
             rows.append((f"encode libx264 {preset} (crf 23)", fps, fps / a.fps))
         results["encode"] = encode
 
-        from rtsal.explainer import Explainer
+        from rtsal.engine.explainer import Explainer
 
         model = {}
         with Explainer("efficientnet-lite0") as e:

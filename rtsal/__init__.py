@@ -13,13 +13,13 @@ __all__ = ["Explainer", "SaliencyResult", "RtsalError", "__version__"]
 
 if TYPE_CHECKING:
     from rtsal.errors import RtsalError
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
     from rtsal.types import SaliencyResult
 
 
 def __getattr__(name: str) -> Any:
     if name == "Explainer":
-        from rtsal.explainer import Explainer
+        from rtsal.engine.explainer import Explainer
 
         return Explainer
     if name == "SaliencyResult":

@@ -48,7 +48,7 @@ def overlay(image: np.ndarray, m, alpha: float = 0.5) -> np.ndarray:
 def lovi_rgb(stack) -> np.ndarray:
     """The LOVI colouring of a per-scale stack (L, H, W) as RGB uint8."""
     from rtsal.render.colormap import to_numpy_map
-    from rtsal.saliency.lovi import lovi
+    from rtsal.engine.saliency.lovi import lovi
 
     bgr = to_numpy_map(lovi(stack))
     return (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
     cam_title = {"gradcampp": "Grad-CAM++", "gradcam": "Grad-CAM"}[args.cam]
     titles = (

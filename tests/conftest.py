@@ -26,7 +26,7 @@ def coffee() -> np.ndarray:
 @pytest.fixture(scope="session")
 def lite0():
     """The embedded pretrained EfficientNet-Lite0 explainer, shared by the tests that only read from it."""
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
     with Explainer("efficientnet-lite0") as explainer:
         yield explainer

@@ -1,4 +1,4 @@
-"""`rtsal bench` and rtsal.benchmarking: the measuring loop (on a fake clock), the peers' layer, the CLI."""
+"""`rtsal bench` and rtsal.bench.harness: the measuring loop (on a fake clock), the peers' layer, the CLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rtsal import benchmarking as bm
+from rtsal.bench import harness as bm
 from rtsal.cli import main
 
 

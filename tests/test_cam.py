@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rtsal.explainer import Explainer
-from rtsal.saliency.cam import gradcam, gradcam_linear, gradcampp, gradcampp_linear
+from rtsal.engine.explainer import Explainer
+from rtsal.engine.saliency.cam import gradcam, gradcam_linear, gradcampp, gradcampp_linear
 
 
 def seeded_resnet18():

@@ -1,4 +1,4 @@
-"""Faithfulness metrics (rtsal.evaluate) and the `rtsal eval` command."""
+"""Faithfulness metrics (rtsal.eval.metrics) and the `rtsal eval` command."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rtsal import evaluate as ev
+from rtsal.eval import metrics as ev
 from rtsal.cli import main
 from rtsal.commands.eval import DATA, parse_methods
 from rtsal.errors import UsageError

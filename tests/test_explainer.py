@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rtsal.errors import UsageError
-from rtsal.explainer import Explainer
+from rtsal.engine.explainer import Explainer
 
 from conftest import photo
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtsal.commands.common import CMAP_NAMES, VIEW_NAMES
-from rtsal.hotkeys import ESC, Hotkeys, LiveState
+from rtsal.names import CMAPS as CMAP_NAMES, VIEWS as VIEW_NAMES
+from rtsal.render.hotkeys import ESC, Hotkeys, LiveState
 
 METHODS = ("fastcam", "smoe", "gradcam")
 

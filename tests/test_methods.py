@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rtsal.errors import UsageError
-from rtsal.explainer import Explainer
+from rtsal.engine.explainer import Explainer
 from rtsal.methods import COSTS, METHODS, build_runner
 from rtsal.methods.guided import guided_backprop
 from rtsal.methods.scorecam import cskip_channels

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from rtsal.errors import ModelError, UsageError
-from rtsal.layers import probe
+from rtsal.engine.probe import probe
 from rtsal.models import MODELS, imagenet_classes, load_model, load_state_dict_file
 
 

@@ -10,9 +10,9 @@ import torch
 from scipy import stats
 
 from rtsal.errors import UsageError
-from rtsal.saliency.combine import PRIOR_5, combine_maps, layer_weights
-from rtsal.saliency.lovi import lovi
-from rtsal.saliency.norm import gamma_norm, gauss_norm, range_norm
+from rtsal.engine.saliency.combine import PRIOR_5, combine_maps, layer_weights
+from rtsal.engine.saliency.lovi import lovi
+from rtsal.engine.saliency.norm import gamma_norm, gauss_norm, range_norm
 
 
 @pytest.mark.parametrize("fn", [gauss_norm, gamma_norm, range_norm])
@@ -69,7 +69,7 @@ def test_layer_weight_presets():
     ("src", "dst"), [((7, 7), (224, 224)), ((28, 37), (240, 321)), ((112, 90), (50, 61))]
 )
 def test_upsample_matches_torch_bilinear(src, dst):
-    from rtsal.saliency.combine import upsample
+    from rtsal.engine.saliency.combine import upsample
 
     m = torch.rand(2, 3, *src, generator=torch.Generator().manual_seed(0))
     ref = torch.nn.functional.interpolate(m, size=dst, mode="bilinear", align_corners=False)

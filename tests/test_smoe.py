@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rtsal.saliency.smoe import (
+from rtsal.engine.saliency.smoe import (
     channel_max,
     channel_mean,
     channel_std,

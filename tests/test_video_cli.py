@@ -20,7 +20,7 @@ from rtsal.cli import main
 from rtsal.io.video import VideoReader
 from rtsal.render.colormap import colorize
 from rtsal.render.views import blend
-from rtsal.saliency.combine import upsample
+from rtsal.engine.saliency.combine import upsample
 
 AAC_FRAME = 1024 / AUDIO_RATE
 

@@ -21,11 +21,11 @@ import torch
 
 from rtsal.cli import main
 from rtsal.errors import CaptureError
-from rtsal.io.webcam import CameraSource, StreamSource
+from rtsal.io.sources import CameraSource, StreamSource
 from rtsal.pipeline import run_pipeline
 from rtsal.render.hud import Hud, HudInfo
 from rtsal.render.smooth import MapSmoother
-from rtsal.sinks import NO_DISPLAY, Mp4Recorder, display_problem
+from rtsal.io.sinks import NO_DISPLAY, Mp4Recorder, display_problem
 from rtsal.types import Frame, SaliencyResult, TopK
 
 from conftest import photo
@@ -114,7 +114,7 @@ def test_display_problem():
 def test_window_refuses_to_open_after_pyav_was_imported_first(first, ok):
     """PyAV's wheel bundles its own libxcb; imported before OpenCV, cv2.namedWindow spins forever."""
     second = "av" if first == "cv2" else "cv2"
-    code = (f"import {first}, {second}\nfrom rtsal.sinks import check_import_order\ncheck_import_order()")
+    code = (f"import {first}, {second}\nfrom rtsal.io.sinks import check_import_order\ncheck_import_order()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env=no_display_env())
     assert (r.returncode == 0) == ok, r.stderr
@@ -172,7 +172,7 @@ def test_live_iterator_with_a_slow_model_drops_and_accounts(lite0):
 
 
 def test_render_error_stops_everything_and_removes_hooks(clip):
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
     src = StreamSource(str(clip), realtime=False)
 
@@ -449,7 +449,7 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
     from rtsal.cli import build_parser
     from rtsal.commands.common import make_runner
     from rtsal.commands.webcam import LiveSession
-    from rtsal.sinks import NullSink
+    from rtsal.io.sinks import NullSink
 
     args = build_parser().parse_args(["webcam", "--source", str(clip), "--no-window", "--size", "128"])
     session = LiveSession(args, make_runner(args), NullSink(), None, live=True)

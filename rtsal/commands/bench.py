@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = _check_output(args.json, "--json")
     plot_path = _check_output(args.plot, "--plot")
 
-    from rtsal import benchmarking as bm
+    from rtsal.bench import harness as bm
 
     if plot_path is not None and sweep is None:
         bm.check_plotting()

@@ -7,17 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtsal.errors import UsageError, VideoIOError
-from rtsal.methods import CAMS, METHODS, NORMS, STATISTICS, WEIGHT_PRESETS
+from rtsal.io.images import expand_images, read_rgb, write_rgb  # noqa: F401  (used by the commands)
+from rtsal.names import CAMS, CMAPS, METHODS, NORMS, STATISTICS, VIEWS, WEIGHT_PRESETS
 from rtsal.models import MODELS
 
 if TYPE_CHECKING:
-    import numpy as np
+    from rtsal.engine.explainer import Explainer
 
-    from rtsal.explainer import Explainer
-
-VIEW_NAMES = ("overlay", "lovi", "layers", "side", "map")
-CMAP_NAMES = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "bone")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def add_model_options(g: argparse._ActionsContainer) -> None:
@@ -94,9 +90,9 @@ def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") 
     """--view, --cmap, --alpha."""
     g = p.add_argument_group("rendering")
     g.add_argument(
-        "--view", default=default_view, choices=VIEW_NAMES, help=f"what to draw (default: {default_view})"
+        "--view", default=default_view, choices=VIEWS, help=f"what to draw (default: {default_view})"
     )
-    g.add_argument("--cmap", default="jet", choices=CMAP_NAMES, help="colour map (default: jet)")
+    g.add_argument("--cmap", default="jet", choices=CMAPS, help="colour map (default: jet)")
     g.add_argument(
         "--alpha", type=float, default=0.5, help="map opacity over the picture, 0..1 (default: 0.5)"
     )
@@ -149,7 +145,7 @@ def apply_threads(args: argparse.Namespace) -> int:
 
 def make_explainer(args: argparse.Namespace) -> Explainer:
     """Build the Explainer the engine options ask for."""
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
     if args.size < 32:
         raise UsageError(f"--size must be at least 32, got {args.size}")
@@ -165,50 +161,6 @@ def make_explainer(args: argparse.Namespace) -> Explainer:
         device=args.device,
         size=args.size,
     )
-
-
-def expand_images(paths: list[str]) -> list[Path]:
-    """Files as given, directories expanded to the image files inside (sorted, not recursive)."""
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-            if not found:
-                raise VideoIOError(f"no image files in directory {p}")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise VideoIOError(f"no such file: {p}")
-    return out
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file -> RGB uint8 (H, W, 3); grey and alpha images are converted."""
-    import cv2
-    import numpy as np
-
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise VideoIOError(f"cannot read {path}: not an image OpenCV can decode")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def write_rgb(path: Path, image: np.ndarray) -> None:
-    """Write RGB uint8 to PNG/JPEG, raising VideoIOError when it cannot be written."""
-    import cv2
-
-    ok = False
-    try:
-        ok, buf = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if ok:
-            path.write_bytes(buf.tobytes())
-    except OSError as exc:
-        raise VideoIOError(f"cannot write {path}: {exc.strerror or exc}") from None
-    if not ok:
-        raise VideoIOError(f"cannot encode {path}")
 
 
 def prepare_output_dir(path: str | Path) -> Path:

@@ -62,11 +62,11 @@ def run_photos(args: argparse.Namespace) -> int:
 
 
 def run_clip(args: argparse.Namespace) -> int:
-    import cv2  # noqa: F401  (OpenCV before PyAV, or the window hangs: see rtsal.sinks.check_import_order)
+    import cv2  # noqa: F401  (OpenCV before PyAV, or the window hangs: see rtsal.io.sinks.check_import_order)
 
     from rtsal.commands.webcam import make_recorder, run_live
-    from rtsal.io.webcam import StreamSource
-    from rtsal.sinks import display_problem
+    from rtsal.io.sources import StreamSource
+    from rtsal.io.sinks import display_problem
 
     args.view = args.view or "overlay"
     check_live_args(args)

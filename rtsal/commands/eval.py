@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rtsal.commands.common import add_model_options, expand_images, parse_weights, read_rgb
+from rtsal.commands.common import add_model_options, parse_weights
+from rtsal.io.images import expand_images, read_rgb
 from rtsal.errors import UsageError, VideoIOError
-from rtsal.methods import CAMS, METHODS, NORMS, STATISTICS, WEIGHT_PRESETS
+from rtsal.names import CAMS, METHODS, NORMS, STATISTICS, WEIGHT_PRESETS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -281,8 +282,8 @@ def evaluate_methods(
     """Maps of every method for every image, then the metrics; returns the JSON-able report."""
     import torch
 
-    from rtsal import evaluate as ev
-    from rtsal.explainer import Explainer
+    from rtsal.eval import metrics as ev
+    from rtsal.engine.explainer import Explainer
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -426,7 +427,7 @@ def comparison_maps(
 
     import torch
 
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
     try:
         from rtsal.methods import build_runner  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtsal.layers import probe
+    from rtsal.engine.probe import probe
     from rtsal.models import load_model
 
     loaded = load_model(args.model, weights=None)  # the architecture is all the probe needs

@@ -29,17 +29,10 @@ from rtsal.commands.common import (
     make_runner,
 )
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.names import VIEW_FIELDS
 from rtsal.render.frames import resize_maps, select, to_host
 
 TOPK_CSV = 5
-# the maps each view draws: only those are smoothed and upsampled to the frame
-VIEW_FIELDS = {
-    "overlay": ("saliency",),
-    "map": ("saliency",),
-    "side": ("saliency",),
-    "lovi": ("saliency", "scales"),
-    "layers": ("saliency", "scales", "smoe", "cam"),
-}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -221,8 +214,8 @@ class BatchInfer:
     (the render stage upsamples only the maps its view draws); other methods return frame-size maps."""
 
     def __init__(self, runner: Any, method: str, target: int | None) -> None:
-        from rtsal.explainer import Explainer
-        from rtsal.methods import METHODS
+        from rtsal.engine.explainer import Explainer
+        from rtsal.names import METHODS
 
         self.runner = runner
         self.target = target
@@ -372,7 +365,7 @@ class VideoJob:
     def _save_maps(self, frame: Any, one: Any, size: tuple[int, int]) -> None:
         import numpy as np
 
-        from rtsal.preprocess import model_size
+        from rtsal.engine.preprocess import model_size
 
         fields = ("saliency", "smoe", "cam", "scales")
         one = to_host(one, fields)

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from rtsal.commands.common import (
-    CMAP_NAMES,
-    VIEW_NAMES,
     add_engine_options,
     add_threads_option,
     add_view_options,
     check_view_args,
 )
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.names import CMAPS, VIEWS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -81,9 +80,9 @@ def check_live_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2  # noqa: F401  (OpenCV before PyAV, or the window hangs: see rtsal.sinks.check_import_order)
+    import cv2  # noqa: F401  (OpenCV before PyAV, or the window hangs: see rtsal.io.sinks.check_import_order)
 
-    from rtsal.io.webcam import open_source
+    from rtsal.io.sources import open_source
 
     check_live_args(args)
     recorder = make_recorder(args)  # checks the path before anything is opened
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                          width=args.width, height=args.height, fps=args.fps)
     try:
         if not args.no_window:
-            from rtsal.sinks import check_display
+            from rtsal.io.sinks import check_display
 
             check_display()
     except BaseException:
@@ -102,14 +101,14 @@ def run(args: argparse.Namespace) -> int:
 
 def make_recorder(args: argparse.Namespace):
     """The ``--record`` writer, or None."""
-    from rtsal.sinks import Mp4Recorder
+    from rtsal.io.sinks import Mp4Recorder
 
     return Mp4Recorder(args.record) if args.record else None
 
 
 def make_sink(args: argparse.Namespace):
     """The window, or the null sink for ``--no-window``."""
-    from rtsal.sinks import NullSink, Window
+    from rtsal.io.sinks import NullSink, Window
 
     return NullSink() if args.no_window else Window("rtsal")
 
@@ -167,8 +166,8 @@ class LiveSession:
     """Everything one live run shares between the pipeline's stages and the main (GUI) thread."""
 
     def __init__(self, args: argparse.Namespace, runner: Any, sink: Any, recorder: Any, live: bool) -> None:
-        from rtsal.hotkeys import Hotkeys, LiveState
-        from rtsal.methods import METHODS
+        from rtsal.render.hotkeys import Hotkeys, LiveState
+        from rtsal.names import METHODS
         from rtsal.pipeline import LatestSlot, PipelineMonitor
         from rtsal.render.hud import DropWatch, Hud
         from rtsal.render.smooth import MapSmoother
@@ -183,7 +182,7 @@ class LiveSession:
         self.live = live
         self.state = LiveState(method=args.method, view=args.view, cmap=args.cmap, alpha=args.alpha,
                                target=args.target)
-        self.hotkeys = Hotkeys(self.state, tuple(METHODS), VIEW_NAMES, CMAP_NAMES)
+        self.hotkeys = Hotkeys(self.state, tuple(METHODS), VIEWS, CMAPS)
         self.monitor = PipelineMonitor()
         self.hud = Hud()
         self.drops = DropWatch()
@@ -211,7 +210,7 @@ class LiveSession:
     def infer(self, frames: list) -> list:
         import numpy as np
 
-        from rtsal.methods import METHODS
+        from rtsal.names import METHODS
 
         if self.state.paused:
             return [None] * len(frames)
@@ -240,10 +239,10 @@ class LiveSession:
 
     # -- render thread ----------------------------------------------------------------------------------
     def render(self, frame: Any, item: Any) -> bool:
-        from rtsal.methods import METHODS
+        from rtsal.names import METHODS
         from rtsal.render.frames import resize_maps, select, to_host
         from rtsal.render.hud import HudInfo
-        from rtsal.render.smooth import VIEW_FIELDS
+        from rtsal.names import VIEW_FIELDS
         from rtsal.render.views import draw_topk, make_view
 
         now = time.perf_counter()
@@ -324,7 +323,7 @@ class LiveSession:
         return not (self.state.quit or self.sink.closed_by_user())
 
     def _snapshot(self) -> None:
-        from rtsal.commands.common import write_rgb
+        from rtsal.io.images import write_rgb
 
         if self.last_shown is None:
             return
@@ -346,7 +345,7 @@ class LiveSession:
         return self.stats
 
     def _null_sink(self) -> bool:
-        from rtsal.sinks import NullSink
+        from rtsal.io.sinks import NullSink
 
         return isinstance(self.sink, NullSink)
 

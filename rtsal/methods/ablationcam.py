@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from rtsal.explainer import resolve_targets
+from rtsal.engine.explainer import resolve_targets
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record
 from rtsal.methods.variants import LayerVariants, repeat
 
 if TYPE_CHECKING:
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
 
 def channel_drops(

@@ -1,7 +1,7 @@
 """What every comparison method shares: the runner interface, a hook on one layer call, targets, results.
 
 A *runner* is a context manager with ``explain(images, target=None) -> SaliencyResult`` and a ``cost``
-string (one of :data:`rtsal.methods.COSTS`). Engine methods run on the :class:`~rtsal.explainer.Explainer`
+string (one of :data:`rtsal.methods.COSTS`). Engine methods run on the :class:`~rtsal.engine.explainer.Explainer`
 itself (:class:`EngineRunner`); the slower comparison methods (:class:`MethodRunner` subclasses) run their
 own passes on the explainer's model, with the engine's hooks taken off the model while they do.
 """
@@ -19,14 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.errors import UsageError
-from rtsal.layers import parse_layer
-from rtsal.methods import METHODS
-from rtsal.saliency.combine import upsample
-from rtsal.saliency.norm import range_norm
+from rtsal.engine.probe import parse_layer
+from rtsal.names import METHODS
+from rtsal.engine.saliency.combine import upsample
+from rtsal.engine.saliency.norm import range_norm
 from rtsal.types import SaliencyResult, TopK
 
 if TYPE_CHECKING:
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
 Images = np.ndarray | Tensor | Sequence[np.ndarray]
 Target = int | Sequence[int] | Tensor | None

@@ -2,7 +2,7 @@
 
 The input requires grad, so the backward pass runs through the whole network to the input, as
 pytorch-grad-cam's does (it also fills every parameter's ``.grad``; this one computes only the gradients it
-needs: the layer's and the input's). The CAM formulas are the engine's (:mod:`rtsal.saliency.cam`).
+needs: the layer's and the input's). The CAM formulas are the engine's (:mod:`rtsal.engine.saliency.cam`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from rtsal.explainer import resolve_targets
+from rtsal.engine.explainer import resolve_targets
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
-from rtsal.saliency.cam import CAMS
+from rtsal.engine.saliency.cam import CAMS
 
 if TYPE_CHECKING:
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
 
 def backward_to_input(

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from rtsal.explainer import resolve_targets
+from rtsal.engine.explainer import resolve_targets
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
-from rtsal.saliency.cam import gradcam
-from rtsal.saliency.combine import upsample
-from rtsal.saliency.norm import range_norm
+from rtsal.engine.saliency.cam import gradcam
+from rtsal.engine.saliency.combine import upsample
+from rtsal.engine.saliency.norm import range_norm
 
 if TYPE_CHECKING:
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
 GUIDED_MODULES = (nn.ReLU, nn.ReLU6)
 

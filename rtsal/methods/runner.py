@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rtsal.errors import UsageError
-from rtsal.methods import METHODS
+from rtsal.names import METHODS
 from rtsal.methods.ablationcam import AblationCAM
 from rtsal.methods.base import EngineRunner, Layer, MethodRunner, Runner
 from rtsal.methods.fastablationcam import FastAblationCAM
@@ -16,7 +16,7 @@ from rtsal.methods.scorecam import ScoreCAM
 if TYPE_CHECKING:
     from torch import nn
 
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
 RUNNERS: dict[str, type[MethodRunner]] = {
     "gradcam-full": GradCAMFull,
@@ -45,7 +45,7 @@ def build_runner(
     Args:
         name: a method of :data:`rtsal.methods.METHODS`. Engine methods (``fastcam``, ``smoe``, ``gradcam``,
             ...) run on the explainer's one forward pass; the others run their own passes on its model.
-        explainer: an :class:`~rtsal.explainer.Explainer`, or a model name / ``nn.Module`` to build one from
+        explainer: an :class:`~rtsal.engine.explainer.Explainer`, or a model name / ``nn.Module`` to build one from
             (with ``explainer_options``, e.g. ``weights=None, size=224``).
         layer: the layer the comparison methods work at, ``NAME`` or ``NAME#CALL``; default the explainer's
             last scale-end layer. Engine methods ignore it (they use the explainer's layers).
@@ -54,7 +54,7 @@ def build_runner(
             larger batches of full-size inputs run slower per image; ``fastablationcam``: 64).
         close_explainer: close the explainer when the runner is closed; default: only if built here.
     """
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtsal.errors import UsageError
-from rtsal.explainer import resolve_targets
+from rtsal.engine.explainer import resolve_targets
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record
 
 if TYPE_CHECKING:
-    from rtsal.explainer import Explainer
+    from rtsal.engine.explainer import Explainer
 
 
 def cskip_channels(a: Tensor, k: int) -> Tensor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rtsal.hotkeys import HELP_LINES
+from rtsal.render.hotkeys import HELP_LINES
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)

@@ -17,14 +17,6 @@ from rtsal.types import SaliencyResult
 
 MAP_FIELDS = ("saliency", "scales", "smoe", "cam")
 
-# What each view draws, so that only those maps are averaged.
-VIEW_FIELDS = {
-    "overlay": ("saliency",),
-    "map": ("saliency",),
-    "side": ("saliency",),
-    "lovi": ("saliency", "scales"),
-    "layers": ("saliency", "scales", "smoe", "cam"),
-}
 
 
 class MapSmoother:

@@ -80,7 +80,7 @@ class LoviView:
             return OverlayView(self.cmap, self.alpha).annotate(image, result, i)
         import torch
 
-        from rtsal.saliency.lovi import lovi
+        from rtsal.engine.saliency.lovi import lovi
 
         bgr = to_numpy_map(lovi(torch.as_tensor(np.ascontiguousarray(result.scales[i]))))
         rgb = (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
@@ -133,13 +133,13 @@ class LayersView:
         return grid
 
 
-VIEWS = {"overlay": OverlayView, "lovi": LoviView, "layers": LayersView, "side": SideView, "map": MapView}
+VIEW_CLASSES = {"overlay": OverlayView, "lovi": LoviView, "layers": LayersView, "side": SideView, "map": MapView}
 
 
 def make_view(name: str, cmap: str = "jet", alpha: float = 0.5):
-    """A view by name (see ``VIEWS``)."""
-    if name not in VIEWS:
-        raise ValueError(f"unknown view {name!r}: choose one of {', '.join(VIEWS)}")
+    """A view by name (see ``rtsal.names.VIEWS``)."""
+    if name not in VIEW_CLASSES:
+        raise ValueError(f"unknown view {name!r}: choose one of {', '.join(VIEW_CLASSES)}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be within 0..1, got {alpha}")
-    return VIEWS[name](cmap=cmap, alpha=alpha)
+    return VIEW_CLASSES[name](cmap=cmap, alpha=alpha)

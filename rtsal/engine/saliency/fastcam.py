@@ -8,8 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from rtsal.saliency.combine import combine_maps, upsample
-from rtsal.saliency.norm import range_norm
+from rtsal.engine.saliency.combine import combine_maps, upsample
+from rtsal.engine.saliency.norm import range_norm
 
 
 class FastCamMaps(NamedTuple):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2  # before PyAV, always: a window cannot open once PyAV's bundled libxcb is loaded (see rtsal.sinks)
+import cv2  # before PyAV, always: a window cannot open once PyAV's bundled libxcb is loaded (see rtsal.io.sinks)
 import numpy as np
 
 from rtsal.errors import CaptureError, UsageError, VideoIOError
@@ -187,7 +187,7 @@ class StreamSource:
             yield Frame(index, pts, now, image)
 
     def _glob_frames(self) -> Iterator[tuple[float, np.ndarray]]:
-        from rtsal.commands.common import read_rgb
+        from rtsal.io.images import read_rgb
 
         for k, path in enumerate(self._files or ()):
             if self._closed:

@@ -180,7 +180,7 @@ def _find_linear_head(
     ]
     if not candidates:
         return None
-    from rtsal.hooks import ActivationRecorder
+    from rtsal.engine.hooks import ActivationRecorder
 
     x = torch.rand(2, 3, *size, device=next(model.parameters()).device)
     with ActivationRecorder(model, [last]) as rec:

@@ -12,16 +12,16 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.errors import UsageError
-from rtsal.hooks import ActivationRecorder
-from rtsal.layers import Probe, probe
-from rtsal.methods import ENGINE_METHODS
+from rtsal.engine.hooks import ActivationRecorder
+from rtsal.engine.probe import Probe, probe
+from rtsal.names import ENGINE_METHODS
 from rtsal.models import LoadedModel, imagenet_classes, load_model
-from rtsal.preprocess import Preprocess
-from rtsal.saliency import combine as comb
-from rtsal.saliency.cam import CAMS, cam_from_linear_head
-from rtsal.saliency.fastcam import compiled, fastcam_maps
-from rtsal.saliency.norm import NORMS
-from rtsal.saliency.smoe import NEEDS_RELU, STATISTICS, smoe_scale_fastlog
+from rtsal.engine.preprocess import Preprocess
+from rtsal.engine.saliency import combine as comb
+from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
+from rtsal.engine.saliency.fastcam import compiled, fastcam_maps
+from rtsal.engine.saliency.norm import NORMS
+from rtsal.engine.saliency.smoe import NEEDS_RELU, STATISTICS, smoe_scale_fastlog
 from rtsal.types import SaliencyResult, TopK
 
 METHODS = ENGINE_METHODS

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.errors import RtsalError, UsageError
-from rtsal.explainer import Explainer
+from rtsal.engine.explainer import Explainer
 from rtsal.methods import METHODS, build_runner
 from rtsal.methods.base import Layer
 from rtsal.models import load_model
@@ -190,7 +190,7 @@ def bundled_photo(name: str) -> np.ndarray:
     """One of the photographs shipped in ``rtsal/data`` (coffee, chelsea, rocket, astronaut), RGB uint8."""
     from pathlib import Path
 
-    from rtsal.commands.common import read_rgb
+    from rtsal.io.images import read_rgb
 
     return read_rgb(Path(__file__).resolve().parent / "data" / f"{name}.jpg")
 

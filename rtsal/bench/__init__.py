@@ -1,0 +1,1 @@
+"""The timing harness behind ``rtsal bench`` and the scripts in ``benchmarks/``."""

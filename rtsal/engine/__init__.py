@@ -1,0 +1,1 @@
+"""The engine: the model forward pass with owned hooks, the scale-end probe, preprocessing and the FastCAM maths (see docs/design.md)."""

@@ -1,0 +1,1 @@
+"""Faithfulness evaluation: deletion/insertion, average drop/increase and pointing (see docs/design.md)."""
