@@ -9,9 +9,7 @@ stopped); Ctrl-C or SIGTERM flushes the frames done into a playable file (exit 1
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import signal
 import sys
 import threading
 import time
@@ -29,6 +27,7 @@ from rtsal.commands.common import (
     make_runner,
 )
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.interrupts import Interrupts
 from rtsal.names import VIEW_FIELDS
 from rtsal.render.frames import resize_maps, select, to_host
 
@@ -121,43 +120,6 @@ def check_args(args: argparse.Namespace) -> None:
     names = [Path(x).resolve() for x in (args.output, args.maps, args.csv) if x]
     if len(set(names)) != len(names):
         raise UsageError("-o, --maps and --csv must name different files")
-
-
-class Interrupts:
-    """Ctrl-C and SIGTERM become KeyboardInterrupt in the main thread while inside ``with``, so the output
-    gets finished; within :meth:`deferred` (while files are being finished) they are held and raised after."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._old: dict[int, Any] = {}
-        self._defer = False
-        self.pending = False
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self._defer:
-            self.pending = True
-            return
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self._defer = True
-        try:
-            yield
-        finally:
-            self._defer = False
 
 
 def run(args: argparse.Namespace) -> int:
