@@ -13,10 +13,10 @@ from torch import Tensor, nn
 
 from rtsal.errors import UsageError
 from rtsal.engine.hooks import ActivationRecorder
-from rtsal.engine.probe import Probe, probe
+from rtsal.engine.kinds import grid_fn, make_preprocess, prepare_input, probe_model
+from rtsal.engine.probe import Probe
 from rtsal.names import ENGINE_METHODS
 from rtsal.models import LoadedModel, imagenet_classes, load_model
-from rtsal.engine.preprocess import Preprocess
 from rtsal.engine.saliency import combine as comb
 from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
 from rtsal.engine.saliency.fastcam import compiled, fastcam_maps
@@ -47,7 +47,8 @@ class Explainer:
         layer_weights: ``equal``, ``linear``, ``prior`` or one number per scale-end layer.
         statistic: per-location channel statistic: ``smoe``, ``mean``, ``std``, ``max`` or ``entropy``.
         layers: explicit scale-end layer names (``NAME`` or ``NAME#CALL``); found by a probe otherwise.
-        size: model input size: short side (int) or (height, width).
+        size: model input size: short side (int) or (height, width); default the model's (224 for image
+            models, 112 for the Kinetics r3d_18 family, 224 x 224 for ViT).
         channels_last: run the model in channels-last memory format (faster convolutions and channel
             reductions on CPU).
         head_autograd: force the autograd-through-the-head CAM even when a closed form exists.
@@ -67,7 +68,7 @@ class Explainer:
         statistic: str = "smoe",
         layers: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
-        size: int | tuple[int, int] = 224,
+        size: int | tuple[int, int] | None = None,
         topk: int = 5,
         channels_last: bool = True,
         head_autograd: bool = False,
@@ -86,10 +87,16 @@ class Explainer:
         loaded: LoadedModel = load_model(model, weights, mean=mean, std=std, class_names=class_names)
         self.name = loaded.name
         self._module = loaded.module.to(self.device)
-        self.channels_last = channels_last
-        if channels_last:
+        # clips (rtsal/engine/clips.py) and transformers (rtsal/engine/tokens.py) branch on the model kind
+        self.kind, self.clip_len, self.min_frames = loaded.kind, loaded.clip_len, loaded.min_frames or 1
+        size = size if size is not None else loaded.size or 224
+        self.channels_last = channels_last and self.kind == "image"
+        if self.channels_last:
             self._module = self._module.to(memory_format=torch.channels_last)
-        self.info: Probe = probe(self._module, layers=layers if layers is not None else loaded.layers)
+        self.to_grid = grid_fn(self.kind)  # token outputs -> (N, C, h, w) grids; None: already grids
+        self.info: Probe = probe_model(
+            self._module, self.kind, layers if layers is not None else loaded.layers, size, self.min_frames
+        )
         self.layers = self.info.layers
         n_cls = self.info.num_classes
         if loaded.class_names:
@@ -107,7 +114,9 @@ class Explainer:
         self.weights = comb.layer_weights(layer_weights, len(self.layers))
         self.topk = min(topk, n_cls)
         self.mean, self.std = loaded.mean, loaded.std
-        self._preprocess = Preprocess(loaded.mean, loaded.std, size, self.device, channels_last)
+        self._preprocess = make_preprocess(
+            self.kind, loaded.mean, loaded.std, size, self.device, self.channels_last, self.min_frames
+        )
         self.compile = compile
         stat = STATISTICS[statistic]
         if compile:
@@ -152,6 +161,9 @@ class Explainer:
     ) -> SaliencyResult:
         """Explain a batch: RGB uint8 (H, W, 3) / (N, H, W, 3), or a preprocessed float tensor (N, 3, h, w).
 
+        A clip model takes clips instead: uint8 (T, H, W, 3) / (N, T, H, W, 3) or a preprocessed
+        (N, 3, T, h, w); its maps come back per frame, (N, T, H, W) (scales (N, L, T, H, W)).
+
         ``target`` is the class the CAM explains: top-1 by default, one index, or one per image.
         Maps come back at the input images' (H, W).
         """
@@ -159,7 +171,11 @@ class Explainer:
             raise RuntimeError("this Explainer is closed")
         timings: dict[str, float] = {}
         t0 = _now(self.device)
-        if isinstance(images, Tensor) and images.is_floating_point():
+        if self.kind != "image":
+            x, out_size = prepare_input(
+                self.kind, self._preprocess, images, self.device, self.channels_last, self.min_frames
+            )
+        elif isinstance(images, Tensor) and images.is_floating_point():
             if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
                 raise UsageError(
                     f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
@@ -204,6 +220,8 @@ class Explainer:
         tgt = resolve_targets(logits, target)
         with torch.inference_mode(self.closed_form):
             cam_small = self._cam(logits, acts, tgt)
+        if self.to_grid is not None:
+            acts = [self.to_grid(a) for a in acts]
         with torch.inference_mode():
             scales, smoe, cam, fused, nonclass = self._maps(acts, self._relu, cam_small.detach(), out_size,
                                                             self._weights_t)
@@ -232,6 +250,8 @@ class Explainer:
             return cam_from_linear_head(a, self._head_weight, target, self.cam_name)
         score = logits.gather(1, target.view(-1, 1)).sum()
         (g,) = torch.autograd.grad(score, a)
+        if self.to_grid is not None:
+            a, g = self.to_grid(a), self.to_grid(g)
         return CAMS[self.cam_name](a.detach(), g)
 
 

@@ -96,7 +96,7 @@ class LayerTap:
         call, self.calls = self.calls, self.calls + 1
         if call != self.layer.call:
             return None
-        if not isinstance(out, Tensor) or out.dim() != 4:
+        if not isinstance(out, Tensor) or out.dim() not in (3, 4, 5):  # 3: ViT tokens, 5: clips
             raise UsageError(f"layer {self.layer} does not output an (N, C, H, W) tensor")
         self.fired += 1
         return self.fn(out)
@@ -127,8 +127,15 @@ def engine_hooks_off(explainer: Explainer) -> Iterator[None]:
         recorder.__enter__()
 
 
-def prepare(explainer: Explainer, images: Images) -> tuple[Tensor, tuple[int, int]]:
-    """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) and output size (H, W)."""
+def prepare(explainer: Explainer, images: Images) -> tuple[Tensor, tuple[int, ...]]:
+    """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) and output size (H, W).
+
+    Clip models: clips -> (N, 3, T, h, w) and (T, H, W) (see :mod:`rtsal.engine.kinds`)."""
+    if explainer.kind != "image":
+        from rtsal.engine.kinds import prepare_input
+
+        return prepare_input(explainer.kind, explainer._preprocess, images, explainer.device,
+                             explainer.channels_last, explainer.min_frames)
     if isinstance(images, Tensor) and images.is_floating_point():
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
             raise UsageError(

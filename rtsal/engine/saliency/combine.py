@@ -43,12 +43,17 @@ def layer_weights(spec: str | Sequence[float], n_layers: int) -> list[float]:
     return weights
 
 
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+def upsample(maps: Tensor, size: tuple[int, ...]) -> Tensor:
     """Bilinear resize of (N, h, w) or (N, L, h, w) maps to ``size`` = (H, W), align_corners=False.
 
     On the CPU this runs OpenCV's ``INTER_LINEAR`` (the same sampling, to within 1e-6, about 3x faster than
     ``F.interpolate`` for one-channel maps); elsewhere ``F.interpolate``.
+
+    Clips: with ``size`` = (T, H, W), (N, t, h, w) or (N, L, t, h, w) maps are resized trilinearly in time
+    and space (align_corners=False) to (N, T, H, W) or (N, L, T, H, W).
     """
+    if len(size) == 3:
+        return upsample_clip(maps, (int(size[0]), int(size[1]), int(size[2])))
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     if maps.device.type == "cpu" and maps.dtype == torch.float32 and maps.numel() > 0:
@@ -62,8 +67,22 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return x.squeeze(1) if squeeze else x
 
 
-def combine_maps(maps: Sequence[Tensor], size: tuple[int, int], weights: Tensor) -> tuple[Tensor, Tensor]:
+def upsample_clip(maps: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Trilinear resize in time and space: (N, t, h, w) -> (N, T, H, W), or (N, L, t, h, w) ->
+    (N, L, T, H, W), with ``size`` = (T, H, W), align_corners=False."""
+    if tuple(maps.shape[-3:]) == tuple(size):
+        return maps
+    single = maps.dim() == 4
+    x = maps.unsqueeze(1) if single else maps
+    x = F.interpolate(x.float(), size=size, mode="trilinear", align_corners=False)
+    return x.squeeze(1) if single else x
+
+
+def combine_maps(maps: Sequence[Tensor], size: tuple[int, ...], weights: Tensor) -> tuple[Tensor, Tensor]:
     """Upsample each (N, h_l, w_l) map to ``size`` and take the weighted mean with ``weights`` (L,), which
-    sum to 1. Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W)."""
+    sum to 1. Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W).
+
+    Clips: (N, t_l, h_l, w_l) maps and ``size`` = (T, H, W) give (N, T, H, W) and (N, L, T, H, W)."""
     stack = torch.stack([upsample(m, size) for m in maps], dim=1)
-    return (stack * weights.view(1, -1, 1, 1)).sum(dim=1), stack
+    w = weights.view((1, -1) + (1,) * (stack.dim() - 2))
+    return (stack * w).sum(dim=1), stack

@@ -26,7 +26,7 @@ def fastcam_maps(
     acts: Sequence[Tensor],
     relu: Sequence[bool],
     cam_small: Tensor,
-    out_size: tuple[int, int],
+    out_size: tuple[int, ...],
     weights: Tensor,
     statistic: Callable[[Tensor], Tensor],
     norm: Callable[[Tensor], Tensor],
@@ -36,6 +36,8 @@ def fastcam_maps(
     ``acts``: L tensors (N, C_l, h_l, w_l); ``relu[l]``: apply ReLU first (the tensor can be negative);
     ``cam_small``: (N, h, w) raw CAM at the last scale; ``weights``: (L,) summing to 1;
     ``statistic``: (N, C, h, w) -> (N, h, w); ``norm``: (N, h, w) -> (N, h, w) in [0, 1].
+    Clips: activations (N, C_l, t_l, h_l, w_l), ``cam_small`` (N, t, h, w), ``out_size`` (T, H, W); every
+    map gains the time axis ((N, L, T, H, W), (N, T, H, W)) and is normalised per clip.
     """
     maps = [norm(statistic(torch.relu(a) if r else a)) for a, r in zip(acts, relu, strict=True)]
     smoe, scales = combine_maps(maps, out_size, weights)
