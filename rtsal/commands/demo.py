@@ -51,12 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_photos(args: argparse.Namespace) -> int:
-    from rtsal.commands.image import explain_files
+    from rtsal.commands.image import explain_files, plan_outputs
+    from rtsal.io.safe import check_outputs
 
     args.view = args.view or "side"
     check_view_args(args)
     out_dir = prepare_output_dir(args.output)
-    written = explain_files(args, bundled_photos(), out_dir)
+    plan = plan_outputs(bundled_photos(), out_dir)
+    check_outputs(plan, [("-o", dest) for dest in plan.values()])
+    written, _ = explain_files(args, plan)
     print(f"demo: wrote {len(written)} explained photographs to {out_dir.resolve()}")
     return 0
 

@@ -46,8 +46,7 @@ def build_runner(
         name: a method of :data:`rtsal.methods.METHODS`. Engine methods (``fastcam``, ``smoe``, ``gradcam``,
             ...) run on the explainer's one forward pass; the others run their own passes on its model.
         explainer: an :class:`~rtsal.engine.explainer.Explainer`, or a model name / ``nn.Module`` to build
-            one from
-            (with ``explainer_options``, e.g. ``weights=None, size=224``).
+            one from (with ``explainer_options``, e.g. ``weights=None, size=224``).
         layer: the layer the comparison methods work at, ``NAME`` or ``NAME#CALL``; default the explainer's
             last scale-end layer. Engine methods ignore it (they use the explainer's layers).
         cskip: Score-CAM keeps the ``cskip`` channels with the largest max activation; 0 keeps all.
