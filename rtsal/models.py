@@ -202,7 +202,8 @@ for _name, _size, _len, _min in (
 # Vision transformers: token sequences become grids (see rtsal/engine/tokens.py). ViT's blocks all share one
 # resolution, so its scales are blocks at four depths; the last is block 11's input (block 10's output):
 # after the last block only the class token reaches the head, so the patch tokens there have no gradient.
-register(ModelSpec("vit_b_16", _torchvision("vit_b_16"), IMAGENET_MEAN, IMAGENET_STD, offline=False, kind="vit",
+register(ModelSpec("vit_b_16", _torchvision("vit_b_16"), IMAGENET_MEAN, IMAGENET_STD, offline=False,
+                   kind="vit",
                    size=(224, 224), layers=tuple(f"encoder.layers.encoder_layer_{k}" for k in (2, 5, 8, 10))))
 for _name in ("swin_t", "swin_s", "swin_b"):  # Swin's four stages (NHWC) are its scales
     register(ModelSpec(_name, _torchvision(_name), IMAGENET_MEAN, IMAGENET_STD, offline=False, kind="swin",
@@ -240,10 +241,13 @@ def load_model(
         s = tuple(std) if std is not None else spec.std
         name = spec.name
         layers = spec.layers
-        extra = {"kind": spec.kind, "size": spec.size, "clip_len": spec.clip_len, "min_frames": spec.min_frames}
+        extra = {
+            "kind": spec.kind, "size": spec.size, "clip_len": spec.clip_len, "min_frames": spec.min_frames
+        }
         if class_names is None and spec.categories is not None:
             class_names = spec.categories()
     else:
         raise UsageError(f"model must be a registered name or an nn.Module, not {type(model).__name__}")
     names = tuple(class_names) if class_names is not None else None
-    return LoadedModel(name, module, m, s, names or (), layers, **extra)  # class names filled in by the explainer
+    # class names filled in by the explainer
+    return LoadedModel(name, module, m, s, names or (), layers, **extra)

@@ -1,5 +1,6 @@
 """Clip models (3D convolutions over time): registry, probe, engine maps (N, T, H, W), closed-form CAM,
-full-backward Grad-CAM against pytorch-grad-cam, bad input. Seeded r3d_18 with random weights, 8x64x64 clips."""
+full-backward Grad-CAM against pytorch-grad-cam, bad input. Seeded r3d_18 with random weights, 8x64x64
+clips."""
 
 from __future__ import annotations
 
@@ -101,10 +102,9 @@ def test_gradcam_full_agrees_with_pytorch_grad_cam_3d(r3d, x):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from rtsal.methods.base import engine_hooks_off
-
     from rtsal.engine.saliency.combine import upsample
     from rtsal.engine.saliency.norm import range_norm
+    from rtsal.methods.base import engine_hooks_off
 
     runner = build_runner("gradcam-full", r3d, layer="layer4")
     with engine_hooks_off(r3d):

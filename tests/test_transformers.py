@@ -61,8 +61,10 @@ def test_to_grid_drops_the_class_token_and_permutes_swin():
 
 
 def test_scales_are_blocks_at_depths_and_swin_stages(vit, swin):
-    assert [layer.name for layer in vit.layers] == [f"encoder.layers.encoder_layer_{k}" for k in (2, 5, 8, 10)]
-    assert {layer.stride for layer in vit.layers} == {16} and {layer.channels for layer in vit.layers} == {768}
+    names = [f"encoder.layers.encoder_layer_{k}" for k in (2, 5, 8, 10)]
+    assert [layer.name for layer in vit.layers] == names
+    assert {layer.stride for layer in vit.layers} == {16}
+    assert {layer.channels for layer in vit.layers} == {768}
     assert [layer.name for layer in swin.layers] == ["features.1", "features.3", "features.5", "features.7"]
     assert [layer.stride for layer in swin.layers] == [4, 8, 16, 32]
     assert [layer.channels for layer in swin.layers] == [96, 192, 384, 768]

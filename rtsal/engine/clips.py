@@ -63,7 +63,9 @@ def as_clip_batch(clips: np.ndarray | Tensor | Sequence[np.ndarray], min_frames:
 def check_clip_tensor(x: Tensor, min_frames: int = 1) -> None:
     """A preprocessed clip batch must be (N, 3, T, h, w) with N > 0 and T >= ``min_frames``."""
     if x.dim() != 5 or x.shape[1] != 3 or x.shape[0] == 0:
-        raise UsageError(f"a preprocessed clip batch must be (N, 3, T, h, w) with N > 0, got {tuple(x.shape)}")
+        raise UsageError(
+            f"a preprocessed clip batch must be (N, 3, T, h, w) with N > 0, got {tuple(x.shape)}"
+        )
     if x.shape[2] < min_frames:
         raise UsageError(f"clip too short: {x.shape[2]} frame(s), the model needs at least {min_frames}")
 

@@ -22,7 +22,7 @@ from rtsal.engine.probe import Probe, probe
 from rtsal.engine.tokens import LAYOUTS, probe_tokens, to_grid
 from rtsal.errors import UsageError
 
-__all__ = ["KINDS", "grid_fn", "make_preprocess", "prepare_input", "probe_model"]
+__all__ = ["KINDS", "grid_fn", "make_preprocess", "model_input", "probe_model"]
 
 KINDS = ("image", "clip", *LAYOUTS)
 
@@ -64,7 +64,7 @@ def make_preprocess(
     return Preprocess(mean, std, size, device, channels_last)
 
 
-def prepare_input(
+def model_input(
     kind: str,
     preprocess: Callable[[object], Tensor],
     images: object,

@@ -69,7 +69,9 @@ def probe(
         return _probe(model, layers, (224, 224), frames)
 
 
-def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int], frames: int | None) -> Probe:
+def _probe(
+    model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int], frames: int | None
+) -> Probe:
     h, w = size
     rank = 4 if frames is None else 5
     lead = () if frames is None else (frames,)
@@ -138,7 +140,8 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
         for p in c.parents:
             parent = calls[p]
             p_out, p_in = spatial(parent), parent.in_shape
-            if p_out is not None and p_out != hw and p_in is not None and len(p_in) == rank and p_in[-2:] == hw:
+            if p_out is not None and p_out != hw and p_in is not None and len(p_in) == rank \
+                    and p_in[-2:] == hw:
                 return True
         return False
 
@@ -148,7 +151,9 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
             name, k = parse_layer(spec)
             match = [c for c in calls if c.name == name and c.call == k]
             if not match or spatial(match[0]) is None:
-                raise UsageError(f"layer {spec!r} does not output an {_SHAPES[rank]} tensor in one forward pass")
+                raise UsageError(
+                    f"layer {spec!r} does not output an {_SHAPES[rank]} tensor in one forward pass"
+                )
             chosen.append(match[0])
     else:
         last: dict[tuple[int, int], _Call] = {}
