@@ -62,7 +62,12 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         metavar="NAME,NAME,...",
         help="explicit scale-end layers (see `rtsal layers MODEL`)",
     )
-    g.add_argument("--size", type=int, default=224, help="model input short side in pixels (default: 224)")
+    g.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="model input short side in pixels (default: the model's: 224; 112 for r3d_18 and the like)",
+    )
     g.add_argument(
         "--target",
         type=int,
@@ -83,6 +88,24 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         default=16,
         metavar="K",
         help="scorecam: keep the K channels with the largest max activation, 0 = all (default: 16)",
+    )
+
+
+def add_clip_options(g: argparse._ActionsContainer) -> None:
+    """--clip-len and --clip-stride, for clip models (3D convolutions over time)."""
+    g.add_argument(
+        "--clip-len",
+        type=int,
+        default=None,
+        metavar="T",
+        help="clip models: frames per clip (default: the model's, 16 for r3d_18)",
+    )
+    g.add_argument(
+        "--clip-stride",
+        type=int,
+        default=None,
+        metavar="S",
+        help="clip models, files: frames between window starts (default: --clip-len; smaller overlaps)",
     )
 
 
@@ -147,7 +170,7 @@ def make_explainer(args: argparse.Namespace) -> Explainer:
     """Build the Explainer the engine options ask for."""
     from rtsal.engine.explainer import Explainer
 
-    if args.size < 32:
+    if args.size is not None and args.size < 32:
         raise UsageError(f"--size must be at least 32, got {args.size}")
     return Explainer(
         model=args.model,

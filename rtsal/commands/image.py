@@ -15,8 +15,9 @@ from rtsal.commands.common import (  # noqa: I001
     read_rgb,
     write_rgb,
 )
-from rtsal.errors import RtsalError, VideoIOError
+from rtsal.errors import RtsalError, UsageError, VideoIOError
 from rtsal.io.safe import check_outputs
+from rtsal.models import MODELS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     check_view_args(args)
+    spec = MODELS.get(args.model)
+    if spec is not None and spec.kind == "clip":
+        raise UsageError(f"{args.model} explains video clips, not images: use `rtsal video IN -o OUT --model "
+                         f"{args.model}`")
     inputs = expand_images(args.inputs)
     out_dir = Path(args.output)
     plan = plan_outputs(inputs, out_dir)
