@@ -40,7 +40,8 @@ def write_video(path: Path, n: int, audio: bool = True) -> None:
             t = np.arange(int(16000 * n / 10)) / 16000
             samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
             for start in range(0, samples.shape[1], 1024):
-                af = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="fltp", layout="mono")
+                chunk = samples[:, start : start + 1024]
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
                 af.sample_rate, af.pts = 16000, start
                 c.mux(a.encode(af))
             c.mux(a.encode())
