@@ -1,11 +1,12 @@
 """What FastCAM costs on top of the forward pass it rides on (DESIGN section 4).
 
-For each model at 224x224, batch 1: a plain ``inference_mode`` forward of the same model (no hooks) and the
+For each model at 224x224 (clip models: a 16-frame clip at their own 112x112), batch 1: a plain ``inference_mode`` forward of the same model (no hooks) and the
 whole ``Explainer.explain`` call are timed interleaved in one loop; the saliency step alone is then timed on
 recorded activations. Everything is reported as a ratio to the forward pass measured in the same run.
 
     python benchmarks/overhead.py                         # all four models, 2 threads
     python benchmarks/overhead.py --models resnet50 --iters 50 --json overhead.json
+    python benchmarks/overhead.py --models r3d_18,swin_t --compile off --iters 5  # clip model, transformer
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def measure(name: str, iters: int, compile: bool, method: str) -> dict:
     ex = Explainer(name, weights=weights, method=method, compile=compile)
     plain = load_model(name, weights=weights).module  # a second copy without hooks, same weights
     plain.load_state_dict(ex.model.state_dict())
-    plain_cl = plain.to(memory_format=torch.channels_last)
-    x = ex.preprocess(photo_224())  # (1, 3, 224, 224), channels-last
+    plain_cl = plain.to(memory_format=torch.channels_last) if ex.channels_last else plain
+    photo = photo_224()
+    if ex.kind == "clip":  # the photo panning right, as many frames as the model's clips
+        photo = np.stack([np.roll(photo, 3 * t, axis=1) for t in range(ex.clip_len or 16)])
+    x = ex.preprocess(photo)  # (1, 3, 224, 224), channels-last; clips (1, 3, T, 112, 112)
+    out_size = tuple(x.shape[2:])
     x_nchw = x.contiguous()
     plain_nchw = load_model(name, weights=weights).module
     plain_nchw.load_state_dict(ex.model.state_dict())
@@ -86,7 +91,7 @@ def measure(name: str, iters: int, compile: bool, method: str) -> dict:
         if not ex.closed_form:  # the head's graph is used up by each CAM: record again
             logits, acts = ex.forward(x)
         t = time.perf_counter()
-        ex.saliency(logits, acts, (224, 224))
+        ex.saliency(logits, acts, out_size)
         saliency_ms.append((time.perf_counter() - t) * 1e3)
     ex.close()
     fwd = summary(times["forward"])
