@@ -1,8 +1,8 @@
 """What FastCAM costs on top of the forward pass it rides on (DESIGN section 4).
 
-For each model at 224x224 (clip models: a 16-frame clip at their own 112x112), batch 1: a plain ``inference_mode`` forward of the same model (no hooks) and the
-whole ``Explainer.explain`` call are timed interleaved in one loop; the saliency step alone is then timed on
-recorded activations. Everything is reported as a ratio to the forward pass measured in the same run.
+For each model at 224x224 (clip models: a 16-frame clip at their own 112x112), batch 1: a plain
+``inference_mode`` forward of the same model (no hooks) and the whole ``Explainer.explain`` call are timed
+interleaved in one loop; the saliency step alone is then timed on recorded activations. Everything is reported as a ratio to the forward pass measured in the same run.
 
     python benchmarks/overhead.py                         # all four models, 2 threads
     python benchmarks/overhead.py --models resnet50 --iters 50 --json overhead.json
