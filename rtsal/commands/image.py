@@ -8,6 +8,7 @@ from pathlib import Path
 from rtsal.commands.common import (  # noqa: I001
     add_engine_options,
     add_view_options,
+    check_engine_args,
     check_view_args,
     expand_images,
     make_runner,
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     check_view_args(args)
+    check_engine_args(args)
     inputs = expand_images(args.inputs)
     out_dir = Path(args.output)
     plan = plan_outputs(inputs, out_dir)

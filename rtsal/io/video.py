@@ -382,6 +382,11 @@ def _pix_fmt(codec: av.Codec, wanted: str | None) -> str:
     return names[0]
 
 
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+)
+
+
 def _quality_options(codec: str, crf: float | None, preset: str | None) -> dict[str, str]:
     """Encoder options for a constant-quality encode: x264/x265 take crf and preset, VP8/VP9 crf with no
     bit-rate cap; other encoders keep their own defaults."""
@@ -390,6 +395,9 @@ def _quality_options(codec: str, crf: float | None, preset: str | None) -> dict[
         if crf is not None:
             opts["crf"] = f"{crf:g}"
         if preset:
+            if preset not in X264_PRESETS:
+                choices = ", ".join(X264_PRESETS)
+                raise UsageError(f"unknown --preset {preset!r} for {codec}: choose one of {choices}")
             opts["preset"] = preset
         if codec == "libx265":
             opts["x265-params"] = "log-level=error"
