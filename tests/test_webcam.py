@@ -502,7 +502,7 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
 
 
 def test_ctrl_c_exits_130_and_still_writes_stats_and_a_playable_recording(clip, tmp_path, monkeypatch,
-                                                                         capsys):
+                                                                         capsys, python_sigint):
     import _thread
 
     from rtsal.frame.live import LiveSession
