@@ -510,8 +510,12 @@ def plot(rows: Sequence[Timing], title: str, path: str) -> None:
     names = [lib for lib in COLOURS if any(r.library == lib for r in rows)]
     ax.legend(handles, names, loc="lower right", fontsize=8)
     fig.tight_layout()
+    from rtsal.io.safe import AtomicPath
+
     try:
-        fig.savefig(path, dpi=120)
+        with AtomicPath(path) as out:  # the chart appears at ``path`` complete, or not at all
+            fig.savefig(out.tmp, dpi=120)
+            out.commit()
     except OSError as exc:
         raise RtsalError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

@@ -87,9 +87,11 @@ def gui_problem(build_information: str | None = None) -> str | None:
         key, _, value = line.strip().partition(":")
         if key.strip() == "GUI":
             if value.strip().upper() in ("NONE", ""):
-                return ("this OpenCV has no GUI (opencv-python-headless replaced opencv-python); repair it with "
-                        "`pip uninstall -y opencv-python-headless && pip install --force-reinstall --no-deps "
-                        "opencv-python`, or use --no-window")
+                return (
+                    "this OpenCV has no GUI (opencv-python-headless replaced opencv-python); repair it with "
+                    "`pip uninstall -y opencv-python-headless && pip install --force-reinstall --no-deps "
+                    "opencv-python`, or use --no-window"
+                )
             return None
     return None
 
