@@ -34,15 +34,19 @@ def vfr_times(n: int = 30, seed: int = 0) -> tuple[list[int], int]:
     return [0, *np.cumsum(gaps[:-1]).tolist()], int(gaps[-1])
 
 
-def pan_frames(n: int, width: int, height: int, name: str = "coffee") -> list[np.ndarray]:
-    """A camera pan over a bundled photo: ``n`` RGB frames of width x height."""
+def pan_frames(
+    n: int, width: int, height: int, name: str = "coffee", crop: tuple[int, int, int] | None = None
+) -> list[np.ndarray]:
+    """A camera pan over a bundled photo: ``n`` RGB frames of width x height. The window is the photo's full
+    height by default, or ``crop`` = (window width, window height, top row)."""
     img = photo(name)
     h, w = img.shape[:2]
-    cw = min(w, int(h * width / height))
+    cw, ch, top = crop if crop is not None else (min(w, int(h * width / height)), h, 0)
     out = []
     for i in range(n):
         x = int(round((w - cw) * i / max(1, n - 1)))
-        out.append(cv2.resize(img[:, x : x + cw], (width, height), interpolation=cv2.INTER_AREA))
+        window = img[top : top + ch, x : x + cw]
+        out.append(cv2.resize(window, (width, height), interpolation=cv2.INTER_AREA))
     return out
 
 
