@@ -7,7 +7,13 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from rtsal.commands.common import add_engine_options, add_view_options, check_view_args, prepare_output_dir
+from rtsal.commands.common import (
+    add_engine_options,
+    add_view_options,
+    check_engine_args,
+    check_view_args,
+    prepare_output_dir,
+)
 from rtsal.commands.webcam import add_live_options, check_live_args
 
 DEFAULT_RECORDING = "rtsal-demo.mp4"
@@ -56,6 +62,7 @@ def run_photos(args: argparse.Namespace) -> int:
 
     args.view = args.view or "side"
     check_view_args(args)
+    check_engine_args(args)
     out_dir = prepare_output_dir(args.output)
     plan = plan_outputs(bundled_photos(), out_dir)
     check_outputs(plan, [("-o", dest) for dest in plan.values()])

@@ -8,6 +8,7 @@ from pathlib import Path
 from rtsal.commands.common import (  # noqa: I001
     add_engine_options,
     add_view_options,
+    check_engine_args,
     check_view_args,
     expand_images,
     make_runner,
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if spec is not None and spec.kind == "clip":
         raise UsageError(f"{args.model} explains video clips, not images: use `rtsal video IN -o OUT --model "
                          f"{args.model}`")
+    check_engine_args(args)
     inputs = expand_images(args.inputs)
     out_dir = Path(args.output)
     plan = plan_outputs(inputs, out_dir)

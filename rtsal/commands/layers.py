@@ -44,7 +44,7 @@ KIND_NOTES = {
 def format_layers(name: str, info) -> str:
     rows = [("layer", "channels", "stride", "size@224", "ReLU first")]
     for layer in info.layers:
-        label = layer.name if layer.call == 0 else f"{layer.name}#{layer.call}"
+        label = layer.label
         rows.append(
             (
                 label,

@@ -18,7 +18,9 @@ from rtsal.commands.common import (
     add_threads_option,
     add_view_options,
     apply_threads,
+    check_engine_args,
     check_view_args,
+    finite_float,
     make_runner,
 )
 from rtsal.errors import UsageError
@@ -51,7 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="video encoder: libx264 (default), libx265, libvpx-vp9, mpeg4, mjpeg, ffv1, ...",
     )
     g.add_argument(
-        "--crf", type=float, default=23.0, help="x264/x265 quality, 0 (lossless) .. 51 (worst); default 23"
+        "--crf",
+        type=finite_float,
+        default=23.0,
+        help="x264/x265 quality, 0 (lossless) .. 51 (worst); default 23",
     )
     g.add_argument(
         "--preset",
@@ -65,13 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="output pixel format (default: yuv420p where the encoder takes it: plays everywhere)",
     )
     g.add_argument("--no-audio", action="store_true", help="do not copy the audio streams")
-    g.add_argument("--start", type=float, default=None, metavar="SEC", help="first second to process")
-    g.add_argument("--end", type=float, default=None, metavar="SEC", help="stop at this second")
+    g.add_argument("--start", type=finite_float, default=None, metavar="SEC", help="first second to process")
+    g.add_argument("--end", type=finite_float, default=None, metavar="SEC", help="stop at this second")
     g.add_argument("--batch", type=int, default=4, metavar="N", help="frames per forward pass (default: 4)")
     add_clip_options(g)
     g.add_argument(
         "--smooth",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="W",
         help="temporal smoothing of the maps: weight of the previous map, 0 (off) .. <1",
@@ -99,6 +104,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """Usage checks that need no file and no model."""
     check_view_args(args)
+    check_engine_args(args)
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     if not 0.0 <= args.smooth < 1.0:

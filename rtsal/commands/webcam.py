@@ -13,7 +13,9 @@ from rtsal.commands.common import (
     add_engine_options,
     add_threads_option,
     add_view_options,
+    check_engine_args,
     check_view_args,
+    finite_float,
 )
 from rtsal.errors import Interrupted, UsageError
 
@@ -35,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      "up with (default), or --no-realtime: every frame, as fast as possible")
     src.add_argument("--width", type=int, default=None, help="requested camera frame width")
     src.add_argument("--height", type=int, default=None, help="requested camera frame height")
-    src.add_argument("--fps", type=float, default=None,
+    src.add_argument("--fps", type=finite_float, default=None,
                      help="requested camera frame rate (for a glob --source: its rate)")
     add_live_options(p)
     add_engine_options(p)
@@ -46,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def add_live_options(p: argparse.ArgumentParser) -> None:
     """Output and run options shared by ``webcam`` and ``demo``."""
     g = p.add_argument_group("output")
-    g.add_argument("--smooth", type=float, default=0.0, metavar="0..1",
+    g.add_argument("--smooth", type=finite_float, default=0.0, metavar="0..1",
                    help="temporal smoothing of the maps: weight of the previous frames (default: 0, off)")
     g.add_argument("--no-window", action="store_true", help="no window (null sink); use with --record")
     g.add_argument("--record", default=None, metavar="OUT.mp4",
@@ -67,6 +69,7 @@ def check_live_args(args: argparse.Namespace) -> None:
     from rtsal.io.safe import check_outputs
 
     check_view_args(args)
+    check_engine_args(args)
     if not 0.0 <= args.smooth < 1.0:
         raise UsageError(f"--smooth must be within 0..1 (1 excluded), got {args.smooth}")
     if args.max_frames is not None and args.max_frames < 1:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.engine.hooks import ActivationRecorder
-from rtsal.engine.kinds import grid_fn, make_preprocess, model_input, probe_model
+from rtsal.engine.kinds import clip_input, grid_fn, make_preprocess, probe_model
 from rtsal.engine.probe import Probe
 from rtsal.engine.saliency import combine as comb
 from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
@@ -235,7 +235,7 @@ class Explainer:
             cam=cam,
             fused=fused,
             nonclass=nonclass,
-            layers=tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in self.layers),
+            layers=tuple(i.label for i in self.layers),
         )
 
     def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor, cam_name: str) -> Tensor:
@@ -259,9 +259,8 @@ def prepare_input(
     """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) on the explainer's device
     and the (H, W) the maps are returned at (``size``: None = the images', ``"model"`` = (h, w), or
     (H, W)). Clip models: (N, 3, T, h, w) and (T, H, W) (see :mod:`rtsal.engine.kinds`)."""
-    if explainer.kind != "image":
-        x, in_size = model_input(explainer.kind, explainer._preprocess, images, explainer.device,
-                                 explainer.channels_last, explainer.min_frames)
+    if explainer.kind == "clip":
+        x, in_size = clip_input(explainer._preprocess, images, explainer.device, explainer.min_frames)
         if size is None:
             return x, in_size
         if size == "model":
@@ -274,7 +273,9 @@ def prepare_input(
             raise UsageError(
                 f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
             )
-        x = images.to(explainer.device)
+        if not bool(torch.isfinite(images).all()):
+            raise UsageError("the input batch holds NaN or infinite values")
+        x = images.to(explainer.device, torch.float32)  # float16/float64 inputs are converted
         if explainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         in_size = (int(images.shape[2]), int(images.shape[3]))
@@ -296,7 +297,11 @@ def resolve_targets(logits: Tensor, target: int | Sequence[int] | Tensor | None)
     n, n_cls = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
-    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
+    raw = torch.as_tensor(target)
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
+        if not (raw.is_floating_point() and bool((raw == raw.round()).all())):
+            raise UsageError(f"target must be a class index (an integer), got {target!r}")
+    t = raw.to(device=logits.device, dtype=torch.long).flatten()
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:

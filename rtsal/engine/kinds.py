@@ -22,7 +22,7 @@ from rtsal.engine.probe import Probe, probe
 from rtsal.engine.tokens import LAYOUTS, probe_tokens, to_grid
 from rtsal.errors import UsageError
 
-__all__ = ["KINDS", "grid_fn", "make_preprocess", "model_input", "probe_model"]
+__all__ = ["KINDS", "clip_input", "grid_fn", "make_preprocess", "probe_model"]
 
 KINDS = ("image", "clip", *LAYOUTS)
 
@@ -64,40 +64,22 @@ def make_preprocess(
     return Preprocess(mean, std, size, device, channels_last)
 
 
-def model_input(
-    kind: str,
+def clip_input(
     preprocess: Callable[[object], Tensor],
-    images: object,
+    clips: object,
     device: torch.device,
-    channels_last: bool,
     min_frames: int = 1,
-) -> tuple[Tensor, tuple[int, ...]]:
-    """Images or clips as ``Explainer.explain`` takes them -> (model input, output size).
-
-    Images: (N, 3, h, w) and (H, W). Clips: (N, 3, T, h, w) and (T, H, W) (maps come back per frame).
-    """
-    floating = isinstance(images, Tensor) and images.is_floating_point()
-    if kind != "clip":
-        if floating and images.dim() == 5 or not floating and np.ndim(images) == 5:  # type: ignore[union-attr]
-            raise UsageError("this is an image model and got a clip: use a clip model (e.g. r3d_18)")
-        if floating:
-            if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:  # type: ignore[union-attr]
-                raise UsageError(
-                    f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"  # type: ignore[union-attr]
-                )
-            x = images.to(device)  # type: ignore[union-attr]
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return x, (int(x.shape[2]), int(x.shape[3]))
-        x = preprocess(images)
-        shape = images.shape if hasattr(images, "shape") else np.shape(images[0])  # type: ignore[index]
-        return x, (int(shape[-3]), int(shape[-2]))
-    if floating:
-        check_clip_tensor(images, min_frames)  # type: ignore[arg-type]
-        x = images.to(device)  # type: ignore[union-attr]
+) -> tuple[Tensor, tuple[int, int, int]]:
+    """Clips as ``Explainer.explain`` takes them (uint8 (T, H, W, 3) / (N, T, H, W, 3) or a preprocessed
+    (N, 3, T, h, w) float tensor) -> (model input (N, 3, T, h, w), the (T, H, W) the maps come back at)."""
+    if isinstance(clips, Tensor) and clips.is_floating_point():
+        check_clip_tensor(clips, min_frames)
+        if not bool(torch.isfinite(clips).all()):
+            raise UsageError("the input clip holds NaN or infinite values")
+        x = clips.to(device, torch.float32)
         return x, (int(x.shape[2]), int(x.shape[3]), int(x.shape[4]))
-    x = preprocess(images)
-    shape = images.shape if hasattr(images, "shape") else (len(images), *np.shape(images[0]))  # type: ignore[arg-type]
+    x = preprocess(clips)
+    shape = clips.shape if hasattr(clips, "shape") else (len(clips), *np.shape(clips[0]))  # type: ignore[arg-type]
     return x, (int(shape[-4]), int(shape[-3]), int(shape[-2]))
 
 

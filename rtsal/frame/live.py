@@ -232,7 +232,7 @@ class LiveSession:
     def summary(self, stats: Any = None, interrupted: bool = False) -> dict[str, Any]:
         """The run's figures (what ``--stats-json`` holds); ``stats`` default: what the monitor saw so far."""
         if stats is None:
-            stats = stats_of(self.monitor, time.perf_counter() - self.t_start)
+            stats = stats_of(self.monitor, time.perf_counter() - self.t_start, live=self.live)
 
         def clean(v: Any) -> Any:
             if isinstance(v, float):
