@@ -83,6 +83,7 @@ def test_video_sliding_window_keeps_every_frame_and_the_audio(video, tmp_path, c
     assert {r["label1"] for r in rows} <= set(MODELS["r3d_18"].categories())  # Kinetics-400 names
 
 
+@pytest.mark.slow
 def test_webcam_ring_buffer_runs_on_a_file(video, tmp_path, capsys):
     stats = tmp_path / "stats.json"
     code, stdout, err = run(capsys, "webcam", "--source", str(video), "--no-window", "--no-realtime", *CLIP,
