@@ -1,0 +1,156 @@
+"""The task of one file: explain it with this worker's engine into atomic outputs, return what happened.
+
+Runs inside a Dask worker process (or the client process when Dask is missing). Each worker thread builds
+its engine once per settings and reuses it for every file it gets (:func:`engine_for`); a file that cannot
+be read fails with its one-line reason and never raises, so Dask's own retries are left for dead workers.
+Outputs go to temporary files beside their final paths (:class:`rtsal.io.safe.AtomicPath`) and are moved
+into place only when every one of them is complete; the SHA-256 of each is taken here, on the worker,
+where the bytes are.
+
+Until the frame layer (``rtsal/frame``) lands, the per-file pipeline itself is handed in by the command as
+a :class:`FilePipeline` (it reuses ``rtsal video``'s job), because nothing outside ``rtsal.commands`` may
+import the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtsal.batch.manifest import sha256_file
+from rtsal.errors import RtsalError
+from rtsal.io.safe import AtomicPath
+
+__all__ = ["Engine", "FilePipeline", "FileTask", "close_engines", "engine_for", "run_file"]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A built runner (entered) and the SHA-256 of the weights it loaded."""
+
+    runner: Any
+    weights_sha256: str
+
+
+@dataclass(frozen=True)
+class FilePipeline:
+    """How a worker builds an engine and explains one file (picklable: module-level functions).
+
+    ``build(settings) -> Engine``; ``explain(runner, input, outputs, settings) -> frames written``, where
+    ``outputs`` maps ``video``/``csv``/``maps`` to the (temporary) paths to write.
+    """
+
+    build: Callable[[dict[str, Any]], Engine]
+    explain: Callable[[Any, str, dict[str, Path], dict[str, Any]], int]
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One input file, its final outputs (``kind -> path``) and the run's settings."""
+
+    input: str
+    outputs: dict[str, str]
+    settings: dict[str, Any]
+    settings_sha256: str
+    rel: dict[str, str] = field(default_factory=dict)  # kind -> path relative to OUTDIR, for the manifest
+
+
+_local = threading.local()
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process: a replaced worker has a new one."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def engine_for(pipeline: FilePipeline, settings: dict[str, Any], key: str) -> tuple[Engine, float]:
+    """This thread's engine for ``key`` (built on first use) and the seconds it took to build (0 if cached).
+
+    One engine per thread: the engine's hooks hold the activations of the batch in flight, so two threads
+    must not share one. An engine for other settings is closed first.
+    """
+    cache: dict[str, Engine] = getattr(_local, "engines", None) or {}
+    _local.engines = cache
+    if key in cache:
+        return cache[key], 0.0
+    close_engines()
+    t0 = time.perf_counter()
+    engine = pipeline.build(settings)
+    cache[key] = engine
+    return engine, time.perf_counter() - t0
+
+
+def close_engines() -> None:
+    """Close this thread's engines (the in-process mode calls it at the end; workers exit instead)."""
+    cache: dict[str, Engine] = getattr(_local, "engines", None) or {}
+    while cache:
+        _, engine = cache.popitem()
+        try:
+            engine.runner.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - closing must not hide the run's result
+            pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, RtsalError) else f"{type(exc).__name__}: {text}"
+
+
+def run_file(task: FileTask, pipeline: FilePipeline) -> dict[str, Any]:
+    """Explain ``task.input`` into its outputs; a result dict for the manifest (never raises an Exception).
+
+    ``status`` is ``done`` (every output complete and in place) or ``failed`` (with ``error``; no final path
+    was touched). KeyboardInterrupt (the in-process mode's Ctrl-C) discards the temporaries and propagates.
+    """
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {
+        "input": task.input,
+        "status": "failed",
+        "frames": 0,
+        "seconds": 0.0,
+        "fps": 0.0,
+        "error": None,
+        "outputs": dict(task.rel),
+        "sha256": {},
+        "worker": worker_id(),
+        "engine_seconds": 0.0,
+        "weights_sha256": None,
+    }
+    temps: dict[str, AtomicPath] = {}
+    try:
+        engine, built = engine_for(pipeline, task.settings, task.settings_sha256)
+        result["engine_seconds"] = round(built, 3)
+        result["weights_sha256"] = engine.weights_sha256
+        for kind, final in task.outputs.items():
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
+            temps[kind] = AtomicPath(final)
+        t1 = time.perf_counter()
+        frames = pipeline.explain(
+            engine.runner, task.input, {k: a.tmp for k, a in temps.items()}, task.settings
+        )
+        seconds = time.perf_counter() - t1
+        if frames <= 0:
+            raise RtsalError("no frame decoded")
+        hashes = {kind: sha256_file(a.tmp) for kind, a in temps.items()}
+        for a in temps.values():
+            a.commit()
+        result.update(
+            status="done",
+            frames=frames,
+            seconds=round(seconds, 3),
+            fps=round(frames / seconds, 2) if seconds > 0 else 0.0,
+            sha256=hashes,
+        )
+    except Exception as exc:  # noqa: BLE001 - one file's failure is recorded; the batch goes on
+        result["error"] = _one_line(exc)
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+    finally:
+        for a in temps.values():
+            a.discard()
+    return result
