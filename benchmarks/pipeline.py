@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 from rtsal.cli import build_parser  # noqa: E402
 from rtsal.commands.common import apply_threads, make_runner  # noqa: E402
 from rtsal.commands.webcam import LiveSession  # noqa: E402
-from rtsal.io.video import VideoWriter  # noqa: E402
-from rtsal.io.sources import StreamSource  # noqa: E402
-from rtsal.models import load_model  # noqa: E402
 from rtsal.io.sinks import NullSink  # noqa: E402
+from rtsal.io.sources import StreamSource  # noqa: E402
+from rtsal.io.video import VideoWriter  # noqa: E402
+from rtsal.models import load_model  # noqa: E402
 from rtsal.types import Frame  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")

@@ -21,11 +21,11 @@ import torch
 
 from rtsal.cli import main
 from rtsal.errors import CaptureError
+from rtsal.io.sinks import NO_DISPLAY, Mp4Recorder, display_problem
 from rtsal.io.sources import CameraSource, StreamSource
 from rtsal.pipeline import run_pipeline
 from rtsal.render.hud import Hud, HudInfo
 from rtsal.render.smooth import MapSmoother
-from rtsal.io.sinks import NO_DISPLAY, Mp4Recorder, display_problem
 from rtsal.types import Frame, SaliencyResult, TopK
 
 from conftest import photo

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rtsal.errors import RtsalError, UsageError
 from rtsal.engine.explainer import Explainer
+from rtsal.errors import RtsalError, UsageError
 from rtsal.methods import METHODS, build_runner
 from rtsal.methods.base import Layer
 from rtsal.models import load_model

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.io.images import expand_images, read_rgb, write_rgb  # noqa: F401  (used by the commands)
-from rtsal.names import CAMS, CMAPS, METHODS, NORMS, STATISTICS, VIEWS, WEIGHT_PRESETS
 from rtsal.models import MODELS
+from rtsal.names import CAMS, CMAPS, METHODS, NORMS, STATISTICS, VIEWS, WEIGHT_PRESETS
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer

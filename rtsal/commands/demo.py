@@ -65,8 +65,8 @@ def run_clip(args: argparse.Namespace) -> int:
     import cv2  # noqa: F401  (OpenCV before PyAV, or the window hangs: see rtsal.io.sinks.check_import_order)
 
     from rtsal.commands.webcam import make_recorder, run_live
-    from rtsal.io.sources import StreamSource
     from rtsal.io.sinks import display_problem
+    from rtsal.io.sources import StreamSource
 
     args.view = args.view or "overlay"
     check_live_args(args)

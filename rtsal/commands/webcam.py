@@ -166,9 +166,9 @@ class LiveSession:
     """Everything one live run shares between the pipeline's stages and the main (GUI) thread."""
 
     def __init__(self, args: argparse.Namespace, runner: Any, sink: Any, recorder: Any, live: bool) -> None:
-        from rtsal.render.hotkeys import Hotkeys, LiveState
         from rtsal.names import METHODS
         from rtsal.pipeline import LatestSlot, PipelineMonitor
+        from rtsal.render.hotkeys import Hotkeys, LiveState
         from rtsal.render.hud import DropWatch, Hud
         from rtsal.render.smooth import MapSmoother
         from rtsal.telemetry import FpsMeter, StageTimer
@@ -239,10 +239,9 @@ class LiveSession:
 
     # -- render thread ----------------------------------------------------------------------------------
     def render(self, frame: Any, item: Any) -> bool:
-        from rtsal.names import METHODS
+        from rtsal.names import METHODS, VIEW_FIELDS
         from rtsal.render.frames import resize_maps, select, to_host
         from rtsal.render.hud import HudInfo
-        from rtsal.names import VIEW_FIELDS
         from rtsal.render.views import draw_topk, make_view
 
         now = time.perf_counter()
