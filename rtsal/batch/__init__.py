@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from rtsal.batch.job import BatchOptions, run_batch
 from rtsal.batch.report import BatchReport, format_report
-from rtsal.batch.worker import Engine, FilePipeline
+from rtsal.batch.worker import Engine, EngineBuilder
 
-__all__ = ["BatchOptions", "BatchReport", "Engine", "FilePipeline", "format_report", "run_batch"]
+__all__ = ["BatchOptions", "BatchReport", "Engine", "EngineBuilder", "format_report", "run_batch"]

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,9 @@ from rtsal.batch.manifest import (
 )
 from rtsal.batch.progress import BatchProgress
 from rtsal.batch.report import BatchReport
-from rtsal.batch.worker import FilePipeline, FileTask, run_file
+from rtsal.batch.worker import EngineBuilder, FileTask, run_file
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.frame.video_job import VideoSettings
 from rtsal.interrupts import Interrupts
 from rtsal.io.safe import same_file
 
@@ -47,13 +48,14 @@ __all__ = ["BatchOptions", "run_batch"]
 class BatchOptions:
     """Everything a batch run needs besides the per-file pipeline.
 
-    ``settings`` are the options that change an output (recorded in the manifest, compared on resume);
-    ``model`` and ``weights`` are also inside them.
+    ``engine`` are the options the engine builder takes (``model``, ``weights``, ``method``, ...), ``video``
+    how each file is drawn and encoded; both are recorded in the manifest and compared on resume.
     """
 
     inputs: list[str]
     outdir: Path
-    settings: dict[str, Any]
+    engine: dict[str, Any]
+    video: VideoSettings
     maps: bool = False
     resume: bool | None = None
     force: bool = False
@@ -103,11 +105,13 @@ def _remove_temporaries(paths: list[Path]) -> int:
     folders = set()
     for p in paths:
         folders.add(p.parent)
-        pattern = f".{glob.escape(p.stem)}.rtsal-*.tmp{glob.escape(p.suffix)}"
-        for tmp in p.parent.glob(pattern):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-                removed += 1
+        stem, suffix = glob.escape(p.stem), glob.escape(p.suffix)
+        # ours (AtomicPath of the final path) and the VideoJob's own beside it
+        for pattern in (f".{stem}.rtsal-*.tmp{suffix}", f"..{stem}.rtsal-*.tmp.rtsal-*.tmp{suffix}"):
+            for tmp in p.parent.glob(pattern):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed += 1
     for folder in folders:
         for tmp in folder.glob(".rtsal-maps-*"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -116,13 +120,15 @@ def _remove_temporaries(paths: list[Path]) -> int:
 
 
 class _Run:
-    def __init__(self, opts: BatchOptions, pipeline: FilePipeline, log: Callable[[str], None]) -> None:
+    def __init__(self, opts: BatchOptions, build: EngineBuilder, log: Callable[[str], None]) -> None:
         self.opts = opts
-        self.pipeline = pipeline
+        self.build = build
         self.log = log
         self.outdir = opts.outdir.resolve()
         self.suffixes = {"video": ".mp4", "csv": ".csv", **({"maps": ".npz"} if opts.maps else {})}
-        self.settings = {**opts.settings, "maps": opts.maps}
+        video = {k: v for k, v in asdict(opts.video).items() if k != "progress"}
+        engine = {k: v for k, v in opts.engine.items() if k != "threads"}
+        self.settings = {**engine, **video, "maps": opts.maps}  # what changes an output
         self.settings_hash = settings_sha256(self.settings)
         self.torch_threads: int | None = opts.torch_threads
         self.by_key: dict[int, BatchItem] = {}
@@ -135,7 +141,8 @@ class _Run:
         return FileTask(
             input=str(item.input),
             outputs={k: str(self.outdir / v) for k, v in rel.items()},
-            settings={**self.settings, "threads": self.torch_threads},
+            engine={**self.opts.engine, "threads": self.torch_threads},
+            video=replace(self.opts.video, progress=False),
             settings_sha256=self.settings_hash,
             rel=rel,
         )
@@ -250,7 +257,7 @@ class _Run:
             report.mode = cluster.mode
             if cluster.mode == "local":
                 self.torch_threads = cluster.choice.torch_threads
-            ex = cluster.executor(run_file, self.pipeline)
+            ex = cluster.executor(run_file, self.build)
 
             def record(key: int, result: dict[str, Any]) -> None:
                 item = by_key[key]
@@ -297,7 +304,7 @@ class _Run:
 
 
 def run_batch(
-    opts: BatchOptions, pipeline: FilePipeline, log: Callable[[str], None] | None = None
+    opts: BatchOptions, build: EngineBuilder, log: Callable[[str], None] | None = None
 ) -> BatchReport:
     """Run a batch; returns its report (``report.exit_code`` is the command's exit status)."""
     if log is None:
@@ -306,4 +313,4 @@ def run_batch(
         def log(text: str) -> None:
             print(text, file=sys.stderr, flush=True)
 
-    return _Run(opts, pipeline, log).run()
+    return _Run(opts, build, log).run()

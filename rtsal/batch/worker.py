@@ -3,13 +3,11 @@
 Runs inside a Dask worker process (or the client process when Dask is missing). Each worker thread builds
 its engine once per settings and reuses it for every file it gets (:func:`engine_for`); a file that cannot
 be read fails with its one-line reason and never raises, so Dask's own retries are left for dead workers.
-Outputs go to temporary files beside their final paths (:class:`rtsal.io.safe.AtomicPath`) and are moved
-into place only when every one of them is complete; the SHA-256 of each is taken here, on the worker,
-where the bytes are.
-
-Until the frame layer (``rtsal/frame``) lands, the per-file pipeline itself is handed in by the command as
-a :class:`FilePipeline` (it reuses ``rtsal video``'s job), because nothing outside ``rtsal.commands`` may
-import the CLI.
+The file runs through the frame layer's :class:`rtsal.frame.video_job.VideoJob` (the ``rtsal video``
+pipeline: every frame, audio kept), writing into temporary files beside the final paths
+(:class:`rtsal.io.safe.AtomicPath`); they are moved into place only when the whole file succeeded, so a
+failed or abandoned file leaves its final paths as they were. The SHA-256 of each output is taken here,
+on the worker, where the bytes are.
 """
 
 from __future__ import annotations
@@ -25,38 +23,32 @@ from typing import Any
 
 from rtsal.batch.manifest import sha256_file
 from rtsal.errors import RtsalError
+from rtsal.frame.video_job import VideoJob, VideoSettings
 from rtsal.io.safe import AtomicPath
 
-__all__ = ["Engine", "FilePipeline", "FileTask", "close_engines", "engine_for", "run_file"]
+__all__ = ["Engine", "EngineBuilder", "FileTask", "close_engines", "engine_for", "run_file"]
 
 
 @dataclass(frozen=True)
 class Engine:
-    """A built runner (entered) and the SHA-256 of the weights it loaded."""
+    """A :class:`rtsal.frame.infer.FrameExplainer` (owns its runner) and the SHA-256 of its weights."""
 
-    runner: Any
+    explainer: Any
     weights_sha256: str
 
 
-@dataclass(frozen=True)
-class FilePipeline:
-    """How a worker builds an engine and explains one file (picklable: module-level functions).
-
-    ``build(settings) -> Engine``; ``explain(runner, input, outputs, settings) -> frames written``, where
-    ``outputs`` maps ``video``/``csv``/``maps`` to the (temporary) paths to write.
-    """
-
-    build: Callable[[dict[str, Any]], Engine]
-    explain: Callable[[Any, str, dict[str, Path], dict[str, Any]], int]
+EngineBuilder = Callable[[dict[str, Any]], Engine]
+"""``build(engine_settings) -> Engine``: picklable (a module-level function), run once per worker thread."""
 
 
 @dataclass(frozen=True)
 class FileTask:
-    """One input file, its final outputs (``kind -> path``) and the run's settings."""
+    """One input file, its final outputs (``kind -> path``: video, csv, maps) and the run's settings."""
 
     input: str
     outputs: dict[str, str]
-    settings: dict[str, Any]
+    engine: dict[str, Any]
+    video: VideoSettings
     settings_sha256: str
     rel: dict[str, str] = field(default_factory=dict)  # kind -> path relative to OUTDIR, for the manifest
 
@@ -69,7 +61,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def engine_for(pipeline: FilePipeline, settings: dict[str, Any], key: str) -> tuple[Engine, float]:
+def engine_for(build: EngineBuilder, settings: dict[str, Any], key: str) -> tuple[Engine, float]:
     """This thread's engine for ``key`` (built on first use) and the seconds it took to build (0 if cached).
 
     One engine per thread: the engine's hooks hold the activations of the batch in flight, so two threads
@@ -81,7 +73,7 @@ def engine_for(pipeline: FilePipeline, settings: dict[str, Any], key: str) -> tu
         return cache[key], 0.0
     close_engines()
     t0 = time.perf_counter()
-    engine = pipeline.build(settings)
+    engine = build(settings)
     cache[key] = engine
     return engine, time.perf_counter() - t0
 
@@ -92,7 +84,7 @@ def close_engines() -> None:
     while cache:
         _, engine = cache.popitem()
         try:
-            engine.runner.__exit__(None, None, None)
+            engine.explainer.close()
         except Exception:  # noqa: BLE001 - closing must not hide the run's result
             pass
 
@@ -102,11 +94,12 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, RtsalError) else f"{type(exc).__name__}: {text}"
 
 
-def run_file(task: FileTask, pipeline: FilePipeline) -> dict[str, Any]:
+def run_file(task: FileTask, build: EngineBuilder) -> dict[str, Any]:
     """Explain ``task.input`` into its outputs; a result dict for the manifest (never raises an Exception).
 
     ``status`` is ``done`` (every output complete and in place) or ``failed`` (with ``error``; no final path
-    was touched). KeyboardInterrupt (the in-process mode's Ctrl-C) discards the temporaries and propagates.
+    was touched). KeyboardInterrupt (the in-process mode's Ctrl-C, :class:`rtsal.errors.Interrupted`)
+    discards the temporaries and propagates. ``seconds`` do not count building the engine.
     """
     t0 = time.perf_counter()
     result: dict[str, Any] = {
@@ -124,19 +117,20 @@ def run_file(task: FileTask, pipeline: FilePipeline) -> dict[str, Any]:
     }
     temps: dict[str, AtomicPath] = {}
     try:
-        engine, built = engine_for(pipeline, task.settings, task.settings_sha256)
+        engine, built = engine_for(build, task.engine, task.settings_sha256)
         result["engine_seconds"] = round(built, 3)
         result["weights_sha256"] = engine.weights_sha256
         for kind, final in task.outputs.items():
             Path(final).parent.mkdir(parents=True, exist_ok=True)
             temps[kind] = AtomicPath(final)
         t1 = time.perf_counter()
-        frames = pipeline.explain(
-            engine.runner, task.input, {k: a.tmp for k, a in temps.items()}, task.settings
-        )
+        tmp = {k: a.tmp for k, a in temps.items()}
+        meta = {"model": task.engine.get("model"), "method": task.engine.get("method")}
+        with VideoJob(
+            task.input, tmp["video"], task.video, maps=tmp.get("maps"), csv_path=tmp.get("csv"), meta=meta
+        ) as job:
+            frames = job.run(engine.explainer).frames
         seconds = time.perf_counter() - t1
-        if frames <= 0:
-            raise RtsalError("no frame decoded")
         hashes = {kind: sha256_file(a.tmp) for kind, a in temps.items()}
         for a in temps.values():
             a.commit()
@@ -149,7 +143,7 @@ def run_file(task: FileTask, pipeline: FilePipeline) -> dict[str, Any]:
         )
     except Exception as exc:  # noqa: BLE001 - one file's failure is recorded; the batch goes on
         result["error"] = _one_line(exc)
-        result["seconds"] = round(time.perf_counter() - t0, 3)
+        result["seconds"] = round(time.perf_counter() - t0 - result["engine_seconds"], 3)
     finally:
         for a in temps.values():
             a.discard()

@@ -1,9 +1,8 @@
 """``rtsal batch INPUTS... -o OUTDIR``: every video of an archive explained on a Dask cluster, resumable.
 
-Wiring only: the options (every ``rtsal video`` engine, view and video option means the same here), the
-settings recorded in the manifest, and the per-file pipeline handed to the workers. The pipeline is
-``rtsal video``'s own job (same decode, infer, render and encode threads, audio kept); the worker
-(``rtsal.batch.worker``) gives it temporary output paths and commits them when complete.
+Wiring only: the options (every ``rtsal video`` engine, view and video option means the same here) and
+the engine builder handed to the workers; ``rtsal.batch`` does the rest with the frame layer's
+``VideoJob``, the same file pipeline as ``rtsal video``.
 """
 
 from __future__ import annotations
@@ -21,18 +20,14 @@ from rtsal.commands.common import (
     apply_threads,
     make_runner,
 )
-from rtsal.commands.video import VideoJob, add_video_options, check_args
+from rtsal.commands.video import add_video_options, check_args, settings_of
 from rtsal.errors import UsageError
 
-NOT_SETTINGS = {"threads"}  # changes speed, not outputs: a resumed run may use other values
 
-
-def _settings_parser() -> argparse.ArgumentParser:
+def _engine_names() -> list[str]:
     p = argparse.ArgumentParser(add_help=False)
-    add_video_options(p.add_argument_group("video"))
     add_engine_options(p)
-    add_view_options(p)
-    return p
+    return [a.dest for a in p._actions]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -85,10 +80,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that change an output, by name (recorded in the manifest, compared on resume)."""
-    names = [a.dest for a in _settings_parser()._actions if a.dest not in NOT_SETTINGS]
-    return {n: getattr(args, n) for n in names}
+def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options by name, as :func:`build_engine` takes them on the workers."""
+    return {**{n: getattr(args, n) for n in _engine_names()}, "threads": args.threads}
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -107,12 +101,13 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    from rtsal.batch import BatchOptions, FilePipeline, format_report, run_batch
+    from rtsal.batch import BatchOptions, format_report, run_batch
 
     opts = BatchOptions(
         inputs=list(args.inputs),
         outdir=Path(args.output),
-        settings=settings_from(args),
+        engine=engine_settings(args),
+        video=settings_of(argparse.Namespace(**vars(args), no_progress=True)),
         maps=args.maps,
         resume=args.resume,
         force=args.force,
@@ -122,28 +117,28 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         quiet=args.quiet,
     )
-    report = run_batch(opts, FilePipeline(build_engine, explain_file))
+    report = run_batch(opts, build_engine)
     print(format_report(report))
     if report.interrupted:
         print("rtsal batch: interrupted; run the same command again to finish (it resumes)", file=sys.stderr)
     return report.exit_code
 
 
-# -- the per-file pipeline the workers run (moves to the frame layer when it lands) -----------------------
-
-
 def build_engine(settings: dict[str, Any]) -> Any:
-    """The runner for these settings, entered, and the SHA-256 of the weights it loaded."""
+    """A worker's engine for these engine options: the frame layer's explainer over the chosen method's
+    runner, and the SHA-256 of the weights it loaded (module-level, so Dask pickles it by name)."""
     from rtsal.batch.worker import Engine
+    from rtsal.frame.infer import FrameExplainer
 
     args = argparse.Namespace(**settings)
     apply_threads(args)
-    runner = make_runner(args)
-    runner.__enter__()
+    explainer = FrameExplainer(
+        make_runner(args), args.method, target=args.target, layer=args.target_layer, cskip=args.cskip
+    )
     try:
-        return Engine(runner, _weights_sha256(runner.explainer.model))
+        return Engine(explainer, _weights_sha256(explainer.runner.model))
     except BaseException:
-        runner.__exit__(None, None, None)
+        explainer.close()
         raise
 
 
@@ -153,47 +148,3 @@ def _weights_sha256(model: Any) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-class _FileJob(VideoJob):
-    """``rtsal video``'s job without its summary line (the batch report has it)."""
-
-    def _summary(self, stats: Any, elapsed: float) -> None:
-        pass
-
-
-def explain_file(runner: Any, input: str, outputs: dict[str, Path], settings: dict[str, Any]) -> int:
-    """Run ``rtsal video``'s pipeline on one file into ``outputs`` (temporary paths); frames written."""
-    from rtsal.io.video import AudioSource, VideoReader, VideoWriter
-
-    args = argparse.Namespace(
-        **settings,
-        input=input,
-        output=str(outputs["video"]),
-        csv=str(outputs["csv"]) if "csv" in outputs else None,
-        no_progress=True,
-    )
-    args.maps = str(outputs["maps"]) if "maps" in outputs else None
-    with VideoReader(input, start=args.start, end=args.end) as reader:
-        info = reader.info
-        audio = None
-        if info.audio_streams and not args.no_audio:
-            audio = AudioSource(str(reader.path), start=args.start, end=args.end, offset=args.start or 0.0)
-        writer = VideoWriter(
-            args.output,
-            args.codec,
-            crf=args.crf,
-            preset=args.preset,
-            pix_fmt=args.pix_fmt,
-            rate=info.rate,
-            time_base=info.time_base,
-            offset=args.start or 0.0,
-            audio=audio,
-        )
-        try:
-            job = _FileJob(args, reader, writer, runner)
-        except BaseException:
-            writer.close(complete=False)
-            raise
-        job.run()
-        return job.written
