@@ -132,6 +132,11 @@ def build_engine(settings: dict[str, Any]) -> Any:
 
     args = argparse.Namespace(**settings)
     apply_threads(args)
+    if str(args.weights).lower() == "none":
+        import torch
+
+        # random weights: the same on every worker, or one archive would be explained by several models
+        torch.manual_seed(0)
     explainer = FrameExplainer(
         make_runner(args), args.method, target=args.target, layer=args.target_layer, cskip=args.cskip
     )
