@@ -114,9 +114,12 @@ class DaskExecutor:
 
     mode = "dask"
 
-    def __init__(self, client: Any, fn: Callable[..., dict[str, Any]], *extra: Any) -> None:
+    def __init__(
+        self, client: Any, fn: Callable[..., dict[str, Any]], *extra: Any, tries: int | None = None
+    ) -> None:
         from distributed import as_completed
 
+        self._tries = tries  # how often a file may kill its worker (None: the scheduler's own setting)
         self._client = client
         self._fn = fn
         self._extra = list(extra)
@@ -150,7 +153,8 @@ class DaskExecutor:
         except Exception as exc:  # noqa: BLE001 - KilledWorker, a lost scheduler: the file failed
             name = type(exc).__name__
             if name == "KilledWorker":
-                why = f"its worker died {1 + RETRIES_ON_DEATH} times (killed or out of memory)"
+                times = f"{self._tries} times" if self._tries else "each time it ran it"
+                why = f"its worker died {times} (killed or out of memory)"
             else:
                 why = f"{name}: {' '.join(str(exc).split())}"
             return key, {"status": "failed", "error": why}
@@ -267,7 +271,8 @@ class BatchCluster:
         """An executor running ``fn(task, *extra)`` for each submitted task."""
         if self.client is None:
             return InProcessExecutor(fn, *extra)
-        return DaskExecutor(self.client, fn, *extra)
+        tries = 1 + RETRIES_ON_DEATH if self.mode == "local" else None
+        return DaskExecutor(self.client, fn, *extra, tries=tries)
 
     def close(self) -> None:
         """Close the client and, for a local cluster, stop its workers (running files are abandoned)."""
