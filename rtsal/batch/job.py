@@ -35,7 +35,7 @@ from rtsal.batch.manifest import (
 )
 from rtsal.batch.progress import BatchProgress
 from rtsal.batch.report import BatchReport
-from rtsal.batch.worker import EngineBuilder, FileTask, run_file
+from rtsal.batch.worker import PROGRESS_TOPIC, EngineBuilder, FileTask, run_file
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.frame.video_job import VideoSettings
 from rtsal.interrupts import Interrupts
@@ -257,7 +257,13 @@ class _Run:
             report.mode = cluster.mode
             if cluster.mode == "local":
                 self.torch_threads = cluster.choice.torch_threads
-            ex = cluster.executor(run_file, self.build)
+            if cluster.client is not None:
+                ex = cluster.executor(run_file, self.build)
+                cluster.client.subscribe_topic(
+                    PROGRESS_TOPIC, lambda event: bar.frames(event[1]["input"], event[1]["frames"])
+                )
+            else:
+                ex = cluster.executor(run_file, self.build, bar.frames)
 
             def record(key: int, result: dict[str, Any]) -> None:
                 item = by_key[key]

@@ -7,6 +7,7 @@ is one line on stdout; with ``quiet`` nothing is printed until the report.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 __all__ = ["BatchProgress"]
@@ -21,6 +22,8 @@ class BatchProgress:
         self.quiet = quiet
         self.files_total = files
         self.count = 0
+        self._seen: dict[str, int] = {}  # input -> frames counted on the frames bar
+        self._lock = threading.Lock()
         self._bars: list[Any] = []
         if bars is None:
             bars = not quiet and sys.stderr.isatty()
@@ -50,11 +53,21 @@ class BatchProgress:
         elif not self.quiet:
             print(text, file=sys.stderr, flush=True)
 
+    def frames(self, input: str, frames: int) -> None:
+        """``frames`` of ``input`` explained so far (a worker's progress event; any thread). A file run
+        again after its worker died counts only past what it reached before."""
+        with self._lock:
+            delta = frames - self._seen.get(input, 0)
+            if delta > 0:
+                self._seen[input] = frames
+                if self.bars:
+                    self._frames.update(delta)
+
     def file_done(self, rec: dict[str, Any], rel: str) -> None:
         self.count += 1
+        self.frames(str(rec.get("input")), int(rec.get("frames") or 0))
         if self.bars:
             self._files.update(1)
-            self._frames.update(int(rec.get("frames") or 0))
             if rec.get("status") == "failed":
                 self._files.write(f"failed: {rel}: {rec.get('error')}", file=sys.stderr)
             return

@@ -26,7 +26,18 @@ from rtsal.errors import RtsalError
 from rtsal.frame.video_job import VideoJob, VideoSettings
 from rtsal.io.safe import AtomicPath
 
-__all__ = ["Engine", "EngineBuilder", "FileTask", "close_engines", "engine_for", "run_file"]
+__all__ = [
+    "PROGRESS_TOPIC",
+    "Engine",
+    "EngineBuilder",
+    "FileTask",
+    "close_engines",
+    "engine_for",
+    "run_file",
+]
+
+PROGRESS_TOPIC = "rtsal-batch-frames"  # Dask event topic: {"input": path, "frames": explained so far}
+PROGRESS_INTERVAL = 0.5  # seconds between two progress events of one file
 
 
 @dataclass(frozen=True)
@@ -89,12 +100,58 @@ def close_engines() -> None:
             pass
 
 
+ProgressCallback = Callable[[str, int], None]
+
+
+def _dask_progress() -> ProgressCallback:
+    """A callback sending the frames explained so far to the client as a Dask event (any thread: the worker
+    is found here, in the task's thread); it does nothing outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # no Dask, or not inside a worker
+        return lambda input, frames: None
+
+    def send(input: str, frames: int) -> None:
+        worker.log_event(PROGRESS_TOPIC, {"input": input, "frames": frames})  # thread-safe
+
+    return send
+
+
+class _Counting:
+    """The engine's explainer as the pipeline's infer stage, reporting the frames explained so far
+    (at most every ``PROGRESS_INTERVAL`` seconds) for the client's frames bar."""
+
+    def __init__(self, explainer: Any, input: str, report: ProgressCallback) -> None:
+        self._explainer = explainer
+        self._input = input
+        self._report = report
+        self._frames = 0
+        self._last = time.monotonic()
+
+    @property
+    def class_names(self) -> Any:
+        return self._explainer.class_names
+
+    def __call__(self, frames: Any) -> Any:
+        out = self._explainer(frames)
+        self._frames += len(frames)
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._report(self._input, self._frames)
+        return out
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, RtsalError) else f"{type(exc).__name__}: {text}"
 
 
-def run_file(task: FileTask, build: EngineBuilder) -> dict[str, Any]:
+def run_file(
+    task: FileTask, build: EngineBuilder, progress: ProgressCallback | None = None
+) -> dict[str, Any]:
     """Explain ``task.input`` into its outputs; a result dict for the manifest (never raises an Exception).
 
     ``status`` is ``done`` (every output complete and in place) or ``failed`` (with ``error``; no final path
@@ -129,7 +186,7 @@ def run_file(task: FileTask, build: EngineBuilder) -> dict[str, Any]:
         with VideoJob(
             task.input, tmp["video"], task.video, maps=tmp.get("maps"), csv_path=tmp.get("csv"), meta=meta
         ) as job:
-            frames = job.run(engine.explainer).frames
+            frames = job.run(_Counting(engine.explainer, task.input, progress or _dask_progress())).frames
         seconds = time.perf_counter() - t1
         hashes = {kind: sha256_file(a.tmp) for kind, a in temps.items()}
         for a in temps.values():
