@@ -17,7 +17,9 @@ from rtsal.commands.common import (
     add_threads_option,
     add_view_options,
     apply_threads,
+    check_engine_args,
     check_view_args,
+    finite_float,
     make_runner,
 )
 from rtsal.errors import UsageError
@@ -72,7 +74,10 @@ def add_video_options(g: argparse._ActionsContainer) -> None:
         help="video encoder: libx264 (default), libx265, libvpx-vp9, mpeg4, mjpeg, ffv1, ...",
     )
     g.add_argument(
-        "--crf", type=float, default=23.0, help="x264/x265 quality, 0 (lossless) .. 51 (worst); default 23"
+        "--crf",
+        type=finite_float,
+        default=23.0,
+        help="x264/x265 quality, 0 (lossless) .. 51 (worst); default 23",
     )
     g.add_argument(
         "--preset",
@@ -86,12 +91,12 @@ def add_video_options(g: argparse._ActionsContainer) -> None:
         help="output pixel format (default: yuv420p where the encoder takes it: plays everywhere)",
     )
     g.add_argument("--no-audio", action="store_true", help="do not copy the audio streams")
-    g.add_argument("--start", type=float, default=None, metavar="SEC", help="first second to process")
-    g.add_argument("--end", type=float, default=None, metavar="SEC", help="stop at this second")
+    g.add_argument("--start", type=finite_float, default=None, metavar="SEC", help="first second to process")
+    g.add_argument("--end", type=finite_float, default=None, metavar="SEC", help="stop at this second")
     g.add_argument("--batch", type=int, default=4, metavar="N", help="frames per forward pass (default: 4)")
     g.add_argument(
         "--smooth",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="W",
         help="temporal smoothing of the maps: weight of the previous map, 0 (off) .. <1",
@@ -102,6 +107,7 @@ def add_video_options(g: argparse._ActionsContainer) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """Usage checks that need no file and no model."""
     check_view_args(args)
+    check_engine_args(args)
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     if not 0.0 <= args.smooth < 1.0:

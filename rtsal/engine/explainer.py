@@ -221,7 +221,7 @@ class Explainer:
             cam=cam,
             fused=fused,
             nonclass=nonclass,
-            layers=tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in self.layers),
+            layers=tuple(i.label for i in self.layers),
         )
 
     def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor, cam_name: str) -> Tensor:
@@ -248,7 +248,9 @@ def prepare_input(
             raise UsageError(
                 f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
             )
-        x = images.to(explainer.device)
+        if not bool(torch.isfinite(images).all()):
+            raise UsageError("the input batch holds NaN or infinite values")
+        x = images.to(explainer.device, torch.float32)  # float16/float64 inputs are converted
         if explainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         in_size = (int(images.shape[2]), int(images.shape[3]))
@@ -270,7 +272,11 @@ def resolve_targets(logits: Tensor, target: int | Sequence[int] | Tensor | None)
     n, n_cls = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
-    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
+    raw = torch.as_tensor(target)
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
+        if not (raw.is_floating_point() and bool((raw == raw.round()).all())):
+            raise UsageError(f"target must be a class index (an integer), got {target!r}")
+    t = raw.to(device=logits.device, dtype=torch.long).flatten()
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from rtsal.methods.base import Layer, LayerTap
+from rtsal.methods.base import LayerTap
+from rtsal.types import LayerInfo
 
 SMALL = 32  # input side for the "small" feed
 
@@ -32,7 +33,7 @@ def _format(t: Tensor) -> torch.memory_format:
 class LayerVariants:
     """``scores(x1, a1, build, n, cls)``: the target logit for each of ``n`` variants of a layer output."""
 
-    def __init__(self, model: nn.Module, layer: Layer) -> None:
+    def __init__(self, model: nn.Module, layer: LayerInfo) -> None:
         self.model = model
         self.layer = layer
         self.mode: str | None = None  # "expand", "small" or "repeat" once found
