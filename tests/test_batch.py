@@ -14,48 +14,26 @@ import signal
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
+from helpers import make_clip, pan_frames
 
 from rtsal.batch.inputs import expand_inputs
-from rtsal.batch.manifest import Manifest, plan_resume, read_manifest, sha256_file
+from rtsal.batch.manifest import Manifest, plan_resume, read_manifest, settings_sha256, sha256_file
 from rtsal.cli import main
 from rtsal.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ["--model", "resnet18", "--weights", "none", "--size", "32", "--batch", "2"]
-AUDIO_RATE = 16000
 
 
-def make_clip(path: Path, frames: int = 8, seed: int = 0, w: int = 64, h: int = 48) -> None:
-    """A tiny mpeg4 + AAC clip: a random texture panning, 10 fps, audio as long as the video."""
-    rng = np.random.default_rng(seed)
+def clip(path: Path, frames: int = 8, seed: int = 0) -> None:
+    """A tiny 64x48 mpeg4 + AAC clip at 10 fps: a pan over one of the bundled photographs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("mpeg4", rate=10)
-        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
-        a = c.add_stream("aac", rate=AUDIO_RATE, layout="mono")
-        base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, 10)
-            for p in v.encode(f):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        n = int(frames / 10 * AUDIO_RATE)
-        pcm = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / AUDIO_RATE)).astype(np.float32)
-        for k in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(pcm[None, k : k + 1024], format="flt", layout="mono")
-            af.sample_rate, af.pts, af.time_base = AUDIO_RATE, k, Fraction(1, AUDIO_RATE)
-            for p in a.encode(af):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+    photo = ("coffee", "chelsea", "rocket", "astronaut")[seed % 4]
+    make_clip(path, 64, 48, [100 * i for i in range(frames)], 100, frames=pan_frames(frames, 64, 48, photo))
 
 
 def decoded(path: Path) -> tuple[int, int]:
@@ -79,7 +57,7 @@ def archive(tmp_path) -> Path:
     """4 clips in a tree (mp4, mkv, mov) and one corrupt file."""
     root = tmp_path / "archive"
     for i, name in enumerate(["a.mp4", "b.mkv", "day2/c.mp4", "day2/d.mov"]):
-        make_clip(root / name, frames=6 + i, seed=i)
+        clip(root / name, frames=6 + i, seed=i)
     (root / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     return root
 
@@ -110,12 +88,12 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def test_inputs_mirror_the_tree_skip_outdir_and_refuse_collisions(archive, tmp_path):
     out = archive / "out"
-    make_clip(out / "old.mp4")  # an earlier run's output inside the input folder: never an input
+    clip(out / "old.mp4")  # an earlier run's output inside the input folder: never an input
     items = expand_inputs([str(archive)], out)
     assert [i.rel for i in items] == ["a", "b", "bad", "day2/c", "day2/d"]
     glob_items = expand_inputs([str(archive / "day2" / "*.m*")], out)
     assert [i.rel for i in glob_items] == ["c", "d"]
-    make_clip(archive / "a.mkv")
+    clip(archive / "a.mkv")
     with pytest.raises(UsageError, match="would both write a.mp4"):
         expand_inputs([str(archive / "a.mp4"), str(archive / "a.mkv")], out)
     with pytest.raises(UsageError, match="does not exist"):
@@ -145,7 +123,6 @@ def test_resume_skips_only_unchanged_outputs_and_refuses_other_settings(archive,
     (out / "a.mp4").write_bytes(b"video a")
     (out / "b.mp4").write_bytes(b"video b")
     settings = {"size": 32}
-    rec_for = {}
     with Manifest(out / "manifest.jsonl") as m:
         m.append({"type": "run", "settings": settings})
         for it in items:
@@ -158,11 +135,8 @@ def test_resume_skips_only_unchanged_outputs_and_refuses_other_settings(archive,
                 "mtime_ns": st.st_mtime_ns,
                 "outputs": {"video": f"{it.rel}.mp4"},
                 "sha256": {"video": sha256_file(out / f"{it.rel}.mp4")},
-                "settings_sha256": __import__("rtsal.batch.manifest", fromlist=["x"]).settings_sha256(
-                    settings
-                ),
+                "settings_sha256": settings_sha256(settings),
             }
-            rec_for[it.rel] = rec
             m.append(rec)
     (out / "b.mp4").write_bytes(b"changed")  # its hash no longer matches: redo it
     state = read_manifest(out / "manifest.jsonl")
@@ -235,7 +209,7 @@ def test_a_worker_killed_mid_file_is_replaced_and_the_file_done_once(tmp_path):
 
     src = tmp_path / "in"
     for i in range(2):
-        make_clip(src / f"long{i}.mp4", frames=80, seed=i)
+        clip(src / f"long{i}.mp4", frames=80, seed=i)
     out = tmp_path / "out"
     proc = subprocess.Popen(
         rtsal_cmd(str(src), "-o", str(out), "--workers", "1", *ENGINE),
@@ -281,7 +255,7 @@ def test_a_worker_killed_mid_file_is_replaced_and_the_file_done_once(tmp_path):
 def test_ctrl_c_then_resume_completes_without_redoing(tmp_path):
     src = tmp_path / "in"
     for i in range(4):
-        make_clip(src / f"c{i}.mp4", frames=30, seed=i)
+        clip(src / f"c{i}.mp4", frames=30, seed=i)
     out = tmp_path / "out"
     cmd = rtsal_cmd(str(src), "-o", str(out), "--workers", "1", *ENGINE)
     proc = subprocess.Popen(
