@@ -99,6 +99,8 @@ def explain_files(args: argparse.Namespace, plan: dict[Path, Path]) -> tuple[lis
                                                                                 file=sys.stderr))
                 (fr,) = explainer([Frame(k, None, 0.0, image)])
                 write_rgb(dest, renderer(image, fr))
+            except UsageError:
+                raise  # a bad option (e.g. --target out of range for this model), not a bad file
             except RtsalError as exc:
                 failed.append(f"{path}: {exc}")
                 if len(plan) > 1:  # the closing error line names a single failure
