@@ -11,8 +11,8 @@ channel statistics, the normalisation and the CAM run on them as on a CNN's acti
 
 Token values are signed (no ReLU at a block's output), so the engine marks every token layer ``relu``:
 the statistics that need non-negative input (SMOE, mean, std, max) get ReLU first, as the engine does
-for a CNN's linear bottlenecks; ``entropy`` sees the signed values (see docs/transformers.md for the
-measurement behind keeping ReLU-then-SMOE as the default).
+for a CNN's linear bottlenecks; ``entropy`` sees the signed values. benchmarks/token_stats.py is the
+measurement behind keeping ReLU-then-SMOE as the default (README, "Video-clip models and transformers").
 """
 
 from __future__ import annotations
