@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Explainer", "SaliencyResult", "RtsalError", "__version__"]
+__all__ = ["Explainer", "SaliencyResult", "RtsalError", "export", "__version__"]
 
 if TYPE_CHECKING:
     from rtsal.errors import RtsalError
+    from rtsal.deploy.onnx import export
     from rtsal.engine.explainer import Explainer
     from rtsal.types import SaliencyResult
 
@@ -22,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from rtsal.engine.explainer import Explainer
 
         return Explainer
+    if name == "export":
+        from rtsal.deploy.onnx import export
+
+        return export
     if name == "SaliencyResult":
         from rtsal.types import SaliencyResult
 
