@@ -12,9 +12,9 @@ __version__ = "0.1.0"
 __all__ = ["Explainer", "SaliencyResult", "RtsalError", "export", "__version__"]
 
 if TYPE_CHECKING:
-    from rtsal.errors import RtsalError
     from rtsal.deploy.onnx import export
     from rtsal.engine.explainer import Explainer
+    from rtsal.errors import RtsalError
     from rtsal.types import SaliencyResult
 
 

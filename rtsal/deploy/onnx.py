@@ -1,8 +1,8 @@
-"""``export``: write a classifier and its FastCAM maps as one ONNX graph, with rtsal's settings in the metadata.
+"""``export``: a classifier and its FastCAM maps as one ONNX graph, rtsal's settings in the metadata.
 
 The graph is traced by ``torch.onnx.export``, first with the dynamo exporter (``torch.export``), then, if
-that cannot trace the model, with the TorchScript exporter. The file is written atomically (``rtsal.io.safe``):
-the output path holds the old file or the complete new one, never a partial one.
+that cannot trace the model, with the TorchScript exporter. The file is written atomically
+(``rtsal.io.safe``): the output path holds the old file or the complete new one, never a partial one.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def export(
     if method not in ENGINE_METHODS:
         raise UsageError(f"cannot export method {method!r}: choose one of {', '.join(ENGINE_METHODS)}")
     if norm == "gamma":
-        raise UsageError("--norm gamma cannot be exported (its incomplete gamma function has no ONNX operator):"
-                         " use gauss or range")
+        raise UsageError("--norm gamma cannot be exported (its incomplete gamma function has no ONNX "
+                         "operator): use gauss or range")
     size = _check_size("size", size)
     if frame_size is not None:
         if not uint8_input:
@@ -90,7 +90,7 @@ def export(
         raise UsageError(f"--opset must be within 17..23, got {opset}")
     inputs = [weights] if isinstance(weights, (str, os.PathLike)) and weights != "default" else []
     if isinstance(model, str):
-        inputs.append(model)  # a registered name is no file, but a path typed by mistake must not be overwritten
+        inputs.append(model)  # a name is no file, but a path typed by mistake must not be overwritten
     (out,) = check_outputs(inputs, [("-o", output)])
     data = export_bytes(model, weights=weights, method=method, cam=cam, norm=norm,
                         layer_weights=layer_weights, statistic=statistic, layers=layers, size=size,
@@ -103,11 +103,12 @@ def export_bytes(model: str | nn.Module, **options: Any) -> bytes:
     """The serialised ONNX model of :func:`export` (same keyword options, no output path)."""
     import torch
 
-    from rtsal import __version__
+    from rtsal.deploy.graph import SaliencyGraph, UInt8Input, layer_names
     from rtsal.engine.explainer import Explainer
     from rtsal.engine.hooks import ActivationRecorder
     from rtsal.engine.saliency.smoe import NEEDS_RELU
-    from rtsal.deploy.graph import SaliencyGraph, UInt8Input, layer_names
+
+    __version__ = _rtsal_version()
 
     size = options["size"]
     method, statistic = options["method"], options["statistic"]
@@ -142,7 +143,9 @@ def export_bytes(model: str | nn.Module, **options: Any) -> bytes:
             with torch.inference_mode():
                 net(example)
         except Exception as exc:
-            raise ModelError(f"{info['name']} does not run at {size[0]}x{size[1]}: {_first_line(exc)}") from None
+            raise ModelError(
+                f"{info['name']} does not run at {size[0]}x{size[1]}: {_first_line(exc)}"
+            ) from None
         proto = _trace(net, example, outputs, options["dynamic_batch"], options["opset"])
     settings = {
         "rtsal_version": __version__,
@@ -202,6 +205,15 @@ def _trace(net: Any, example: Any, outputs: Sequence[str], dynamic_batch: bool, 
         except Exception as exc:
             errors.append(exc)
     raise ModelError(f"the ONNX exporter cannot trace this model: {_first_line(errors[0])}")
+
+
+def _rtsal_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rtsal")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _check_size(what: str, size: Any) -> tuple[int, int]:
