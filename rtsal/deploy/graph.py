@@ -112,7 +112,7 @@ class UInt8Input(nn.Module):
 
     def __init__(self, graph: nn.Module, mean: Sequence[float], std: Sequence[float], size: tuple[int, int]):
         super().__init__()
-        self.graph = graph
+        self.inner = graph  # not "graph": the exporter's FX module has an attribute of that name
         self.size = (int(size[0]), int(size[1]))
         m = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
         s = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
@@ -123,7 +123,7 @@ class UInt8Input(nn.Module):
         x = frames.permute(0, 3, 1, 2).to(torch.float32)
         if tuple(x.shape[2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        return self.graph(x * self.scale - self.shift)
+        return self.inner(x * self.scale - self.shift)
 
 
 def layer_names(layers: Sequence[LayerInfo]) -> tuple[str, ...]:

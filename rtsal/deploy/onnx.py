@@ -184,7 +184,9 @@ def _trace(net: Any, example: Any, outputs: Sequence[str], dynamic_batch: bool, 
     import torch
 
     errors = []
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # both exporters print progress and, on failure, whole graphs: keep the user's terminal to one line
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
             kwargs: dict[str, Any] = {}
