@@ -184,9 +184,8 @@ def _trace(net: Any, example: Any, outputs: Sequence[str], dynamic_batch: bool, 
     import torch
 
     errors = []
-    # both exporters print progress and, on failure, whole graphs: keep the user's terminal to one line
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    # both exporters print progress and, on failure, whole graphs (some from C++): keep the terminal clean
+    with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         try:
             kwargs: dict[str, Any] = {}
@@ -206,7 +205,47 @@ def _trace(net: Any, example: Any, outputs: Sequence[str], dynamic_batch: bool, 
             return onnx.load_model_from_string(buf.getvalue())
         except Exception as exc:
             errors.append(exc)
-    raise ModelError(f"the ONNX exporter cannot trace this model: {_first_line(errors[0])}")
+    raise ModelError(f"the ONNX exporter cannot trace this model: {_reason(errors)}")
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Send Python's and the C++ side's stdout and stderr to /dev/null for the duration."""
+    import sys
+
+    saved = []
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _reason(errors: Sequence[BaseException]) -> str:
+    """The most telling line of the exporters' errors: one naming an operator if any, else the first."""
+    import re
+
+    lines = []
+    for exc in errors:
+        chain: BaseException | None = exc
+        while chain is not None:
+            lines.append(re.sub(r"\x1b\[[0-9;]*m", "", _first_line(chain)))
+            chain = chain.__cause__
+    for line in lines:
+        if "operator" in line.lower() or "aten" in line:
+            return line
+    return lines[-1] if lines else "unknown error"
 
 
 def _rtsal_version() -> str:
