@@ -62,22 +62,9 @@ class OrtExplainer:
         topk: int = 5,
     ) -> None:
         require_onnx(runtime_only=True)
-        import onnxruntime as ort
-
         if not os.path.isfile(path):
             raise ModelError(f"ONNX file not found: {path}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for a file that is not a model
-            text = str(exc).strip().splitlines()
-            first = (text[0] if text else type(exc).__name__)[:160]
-            raise ModelError(f"cannot load {path} with onnxruntime: {first}") from None
+        self._session = self.session(path, threads)
         meta = read_metadata(self._session)
         if "settings" not in meta:
             raise ModelError(f"{path} is not an rtsal export (no rtsal metadata): use `rtsal export`")
@@ -107,6 +94,25 @@ class OrtExplainer:
         self._frames = Preprocess((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), self.frame_size, "cpu", False)
         self.device = torch.device("cpu")
         self.closed = False
+
+    @staticmethod
+    def session(path: str | os.PathLike, threads: int | None = None) -> Any:
+        """An ONNX Runtime CPU session with the engine's thread choice: ``threads`` intra-op threads (default
+        torch's current setting), one inter-op thread, sequential execution, all graph optimisations."""
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        try:
+            return ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a file that is not a model
+            text = str(exc).strip().splitlines()
+            first = (text[0] if text else type(exc).__name__)[:160]
+            raise ModelError(f"cannot load {path} with onnxruntime: {first}") from None
 
     # -- lifetime -----------------------------------------------------------------------------------------
     def __enter__(self) -> OrtExplainer:
