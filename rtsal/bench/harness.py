@@ -192,7 +192,7 @@ def bundled_photo(name: str) -> np.ndarray:
 
     from rtsal.io.images import read_rgb
 
-    return read_rgb(Path(__file__).resolve().parent / "data" / f"{name}.jpg")
+    return read_rgb(Path(__file__).resolve().parents[1] / "data" / f"{name}.jpg")
 
 
 def _parse(model: nn.Module, layer: str) -> Layer:
@@ -279,9 +279,8 @@ def onnxruntime_entries(s: Setup, onnx_path: str | None = None) -> Iterator[Entr
             onnx_path = str(export(s.explainer.name, folder / "fastcam.onnx", weights=state, size=size,
                                    dynamic_batch=True, cam=s.explainer.cam_name))
         bare = folder / "logits.onnx"
-        program = torch.onnx.export(s.clean, (s.x[:1].contiguous(),), None, dynamo=True, verbose=False,
-                                    external_data=False, input_names=["images"], output_names=["logits"],
-                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+        program = torch.onnx.export(s.clean, (s.x.contiguous(),), None, dynamo=True, verbose=False,
+                                    external_data=False, input_names=["images"], output_names=["logits"])
         program.save(str(bare))
         runner = OrtExplainer(onnx_path, method=s.explainer.method)
         plain = OrtExplainer.session(bare)
