@@ -42,11 +42,13 @@ sys.path.insert(0, str(ROOT))
 
 from rtsal.cli import build_parser  # noqa: E402
 from rtsal.commands.common import apply_threads, make_runner  # noqa: E402
-from rtsal.commands.webcam import LiveSession  # noqa: E402
-from rtsal.io.video import VideoWriter  # noqa: E402
-from rtsal.io.sources import StreamSource  # noqa: E402
-from rtsal.models import load_model  # noqa: E402
+from rtsal.commands.webcam import live_settings  # noqa: E402
+from rtsal.frame.infer import FrameExplainer  # noqa: E402
+from rtsal.frame.live import LiveSession  # noqa: E402
 from rtsal.io.sinks import NullSink  # noqa: E402
+from rtsal.io.sources import StreamSource  # noqa: E402
+from rtsal.io.video import VideoWriter  # noqa: E402
+from rtsal.models import load_model  # noqa: E402
 from rtsal.types import Frame  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
@@ -134,7 +136,7 @@ class LoopSource:
 
 def session_run(args: argparse.Namespace, runner, source, live: bool) -> dict:
     """One LiveSession run into a null sink; the summary ``rtsal webcam --stats-json`` would write."""
-    session = LiveSession(args, runner, NullSink(), None, live=live)
+    session = LiveSession(FrameExplainer(runner, args.method), live_settings(args), NullSink(), None, live=live)
     session.close = lambda: None  # type: ignore[method-assign]  # keep the runner for the next run
     before = torch.get_num_threads()
     apply_threads(args)  # as `rtsal webcam` does: --threads, else one fewer than the cores

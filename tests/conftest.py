@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,18 @@ def photo(name: str) -> np.ndarray:
     image = cv2.imread(str(DATA / f"{name}.jpg"))
     assert image is not None, name
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for one test, whatever this process inherited: a process started with
+    SIGINT ignored (a background job, ``nohup``, some CI runners) never sees ``_thread.interrupt_main()``,
+    and a test waiting for that KeyboardInterrupt would hang."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture(scope="session")

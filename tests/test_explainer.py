@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtsal.errors import UsageError
 from rtsal.engine.explainer import Explainer
+from rtsal.errors import UsageError
 
 from conftest import photo
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtsal.errors import UsageError
 from rtsal.engine.explainer import Explainer
+from rtsal.errors import UsageError
 from rtsal.methods import COSTS, METHODS, build_runner
 from rtsal.methods.guided import guided_backprop
 from rtsal.methods.scorecam import cskip_channels

@@ -21,11 +21,11 @@ import torch
 
 from rtsal.cli import main
 from rtsal.errors import CaptureError
+from rtsal.io.sinks import NO_DISPLAY, Mp4Recorder, display_problem
 from rtsal.io.sources import CameraSource, StreamSource
 from rtsal.pipeline import run_pipeline
 from rtsal.render.hud import Hud, HudInfo
 from rtsal.render.smooth import MapSmoother
-from rtsal.io.sinks import NO_DISPLAY, Mp4Recorder, display_problem
 from rtsal.types import Frame, SaliencyResult, TopK
 
 from conftest import photo
@@ -448,40 +448,48 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
     directly on the state machine the window would feed)."""
     from rtsal.cli import build_parser
     from rtsal.commands.common import make_runner
-    from rtsal.commands.webcam import LiveSession
+    from rtsal.commands.webcam import live_settings
+    from rtsal.frame.infer import FrameExplainer
+    from rtsal.frame.live import LiveSession
     from rtsal.io.sinks import NullSink
 
     args = build_parser().parse_args(["webcam", "--source", str(clip), "--no-window", "--size", "128"])
-    session = LiveSession(args, make_runner(args), NullSink(), None, live=True)
-    model = session.runner.model
+    explainer = FrameExplainer(make_runner(args), args.method)
+    session = LiveSession(explainer, live_settings(args), NullSink(), None, live=True)
+    model = explainer.runner.model
     try:
         image = next(iter(StreamSource(str(clip), realtime=False))).image
         frame = Frame(0, 0.0, time.perf_counter(), image)
-        (first, _), = session.infer([frame])
+        (fr1,) = session.infer([frame])
+        first = fr1.result
         assert first.method == "fastcam"
-        session.render(frame, (first, 0))
+        session.render(frame, fr1)
         assert session.last_topk[:2] == first.topk.indices[0, :2].tolist()
 
         session.hotkeys.press("m")
-        (second, _), = session.infer([frame])
+        (fr2,) = session.infer([frame])
+        second = fr2.result
         assert second.method == "smoe" and not torch.allclose(second.saliency, first.saliency)
 
         session.hotkeys.press("2", topk=session.last_topk)  # explain the class ranked 2nd
-        (pinned, _), = session.infer([frame])
+        (fr3,) = session.infer([frame])
+        pinned = fr3.result
         assert int(pinned.target[0]) == session.last_topk[1] != int(first.target[0])
 
         while session.state.method != "gradcam-full":  # a comparison method, on the same model
             session.hotkeys.press("m")
-        (full, _), = session.infer([frame])
-        assert full.method == "gradcam-full" and full.saliency.shape == (1, 120, 160)
+        (fr4,) = session.infer([frame])
+        full = fr4.result
+        h, w = first.saliency.shape[-2:]  # every method's maps come back at model resolution
+        assert full.method == "gradcam-full" and full.saliency.shape == (1, h, w)
 
         session.hotkeys.press("v")
         assert session.state.view == "lovi"
-        session.render(frame, (pinned, 0))
+        session.render(frame, fr3)
         shown, _ = session.display.get(0.0)
         assert shown.shape == (120, 160, 3)
         session.hotkeys.press("v")  # layers: a grid of every scale
-        session.render(frame, (pinned, 0))
+        session.render(frame, fr3)
         grid, _ = session.display.get(0.0)
         assert grid.shape != shown.shape or not np.array_equal(grid, shown)
 
@@ -494,10 +502,10 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
 
 
 def test_ctrl_c_exits_130_and_still_writes_stats_and_a_playable_recording(clip, tmp_path, monkeypatch,
-                                                                         capsys):
+                                                                         capsys, python_sigint):
     import _thread
 
-    from rtsal.commands.webcam import LiveSession
+    from rtsal.frame.live import LiveSession
 
     render = LiveSession.render
 

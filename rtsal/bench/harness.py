@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rtsal.errors import RtsalError, UsageError
 from rtsal.engine.explainer import Explainer
+from rtsal.errors import RtsalError, UsageError
 from rtsal.methods import METHODS, build_runner
 from rtsal.methods.base import Layer
 from rtsal.models import load_model
@@ -543,8 +543,12 @@ def plot(rows: Sequence[Timing], title: str, path: str) -> None:
     names = [lib for lib in COLOURS if any(r.library == lib for r in rows)]
     ax.legend(handles, names, loc="lower right", fontsize=8)
     fig.tight_layout()
+    from rtsal.io.safe import AtomicPath
+
     try:
-        fig.savefig(path, dpi=120)
+        with AtomicPath(path) as out:  # the chart appears at ``path`` complete, or not at all
+            fig.savefig(out.tmp, dpi=120)
+            out.commit()
     except OSError as exc:
         raise RtsalError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

@@ -1,7 +1,8 @@
 """What every comparison method shares: the runner interface, a hook on one layer call, targets, results.
 
 A *runner* is a context manager with ``explain(images, target=None) -> SaliencyResult`` and a ``cost``
-string (one of :data:`rtsal.methods.COSTS`). Engine methods run on the :class:`~rtsal.engine.explainer.Explainer`
+string (one of :data:`rtsal.names.COSTS`). Engine methods run on the
+:class:`~rtsal.engine.explainer.Explainer`
 itself (:class:`EngineRunner`); the slower comparison methods (:class:`MethodRunner` subclasses) run their
 own passes on the explainer's model, with the engine's hooks taken off the model while they do.
 """
@@ -18,11 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rtsal.errors import UsageError
+from rtsal.engine.explainer import OutputSize, prepare_input
 from rtsal.engine.probe import parse_layer
-from rtsal.names import METHODS
 from rtsal.engine.saliency.combine import upsample
 from rtsal.engine.saliency.norm import range_norm
+from rtsal.errors import UsageError
+from rtsal.names import METHODS
 from rtsal.types import SaliencyResult, TopK
 
 if TYPE_CHECKING:
@@ -127,22 +129,6 @@ def engine_hooks_off(explainer: Explainer) -> Iterator[None]:
         recorder.__enter__()
 
 
-def prepare(explainer: Explainer, images: Images) -> tuple[Tensor, tuple[int, int]]:
-    """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) and output size (H, W)."""
-    if isinstance(images, Tensor) and images.is_floating_point():
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-            raise UsageError(
-                f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
-            )
-        x = images.to(explainer.device)
-        if explainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, (int(images.shape[2]), int(images.shape[3]))
-    x = explainer.preprocess(images)
-    shape = images.shape if hasattr(images, "shape") else np.shape(images[0])
-    return x, (int(shape[-3]), int(shape[-2]))
-
-
 def top_classes(logits: Tensor, k: int, class_names: Sequence[str]) -> TopK:
     """Softmax top-k of (N, classes) logits with their names."""
     probs = torch.softmax(logits.detach().float(), dim=1)
@@ -193,7 +179,8 @@ class Runner:
         """What one image costs, in passes through the model."""
         return "1 fwd"
 
-    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
+    def explain(self, images: Images, target: Target = None, *, size: OutputSize = None) -> SaliencyResult:
+        """Explain a batch; ``size`` as in :meth:`Explainer.explain` (None: the images' size)."""
         raise NotImplementedError
 
 
@@ -209,18 +196,8 @@ class EngineRunner(Runner):
     def passes(self) -> str:
         return "1 fwd" if self.explainer.closed_form else "1 fwd + head bwd"
 
-    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
-        e = self.explainer
-        if e.method == self.method:
-            return e.explain(images, target)
-        saved = e.method, e.cam_name
-        e.method = self.method
-        if self.method in ("gradcam", "gradcampp"):
-            e.cam_name = self.method
-        try:
-            return e.explain(images, target)
-        finally:
-            e.method, e.cam_name = saved
+    def explain(self, images: Images, target: Target = None, *, size: OutputSize = None) -> SaliencyResult:
+        return self.explainer.explain(images, target, size=size, method=self.method)
 
 
 @dataclass(frozen=True)
@@ -277,11 +254,11 @@ class MethodRunner(Runner):
                 raise UsageError(f"layer {tap.layer} produced no output in the forward pass")
         return logits, ms
 
-    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
+    def explain(self, images: Images, target: Target = None, *, size: OutputSize = None) -> SaliencyResult:
         """Explain a batch as :meth:`Explainer.explain` does; ``saliency`` is this method's map."""
         e = self.explainer
         t0 = _now(e.device)
-        x, out_size = prepare(e, images)
+        x, out_size = prepare_input(e, images, size)
         t1 = _now(e.device)
         with engine_hooks_off(e):
             out = self.compute(x, target)
