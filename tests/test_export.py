@@ -334,3 +334,31 @@ def test_backend_option_errors(tmp_path, capsys):
     rc = main(["image", str(DATA / "coffee.jpg"), "-o", str(tmp_path / "o"), "--backend", "onnxruntime",
                "--onnx", str(not_rtsal)])
     one_line_error(capsys, rc, 1, "cannot load")
+
+
+@pytest.mark.slow
+def test_video_command_with_onnxruntime_backend(lite0_onnx, tmp_path, capsys):
+    """The bundled clip's first frames through ONNX Runtime: a video and a CSV row per frame."""
+    out, table = tmp_path / "out.mp4", tmp_path / "frames.csv"
+    rc = main(["video", str(DATA / "demo.mp4"), "-o", str(out), "--end", "0.3", "--csv", str(table),
+               "--batch", "2", "--backend", "onnxruntime", "--onnx", str(lite0_onnx), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    rows = table.read_text().strip().splitlines()
+    assert out.stat().st_size > 0 and len(rows) >= 3  # header + at least 2 frames
+
+
+@pytest.mark.slow
+def test_frame_layer_switches_engine_methods_on_onnxruntime(lite0_pair):
+    """Hotkey m on the ONNX Runtime backend: engine methods come from the same run; the others say why not."""
+    from rtsal.errors import UsageError
+    from rtsal.frame.infer import FrameExplainer
+
+    _, ort = lite0_pair
+    frames = FrameExplainer(ort, "fastcam")  # not closed here: the fixture owns the session
+    first = frames.explain(photo("coffee"))
+    assert first.method == "fastcam" and first.saliency.shape == (1, *SIZE)  # model resolution
+    frames.set_method("smoe")
+    second = frames.explain(photo("coffee"))
+    assert second.method == "smoe" and torch.equal(second.saliency, second.smoe)
+    with pytest.raises(UsageError, match="torch backend"):
+        frames.set_method("scorecam")

@@ -151,16 +151,25 @@ class OrtExplainer:
         self,
         images: np.ndarray | Tensor | Sequence[np.ndarray],
         target: int | Sequence[int] | Tensor | None = None,
+        *,
+        size: tuple[int, int] | str | None = None,
+        method: str | None = None,
     ) -> SaliencyResult:
         """Explain a batch: RGB uint8 (H, W, 3) / (N, H, W, 3), or what :meth:`preprocess` returns.
 
-        Maps come back at the input images' (H, W) (the model's for a preprocessed float batch). ``target``
-        must be None: the exported graph explains the top-1 class.
+        ``size`` is where the maps come back, as for the Explainer: ``None`` at the input images' (H, W)
+        (the model's for a preprocessed float batch), ``"model"`` at the model input's (h, w), or an
+        explicit ``(H, W)``. ``method`` selects ``saliency`` for this call (default: :attr:`method`).
+        ``target`` must be None: the exported graph explains the top-1 class.
         """
         if self.closed:
             raise RuntimeError("this OrtExplainer is closed")
         if target is not None:
             raise UsageError("an ONNX export explains the top-1 class: --target needs the torch backend")
+        method = method or self.method
+        if _MAP_OF_METHOD.get(method) not in self.outputs:
+            raise UsageError(f"{os.path.basename(self.path)} holds no {method!r} map: use one of "
+                             f"{', '.join(m for m, o in _MAP_OF_METHOD.items() if o in self.outputs)}")
         t0 = time.perf_counter()
         if isinstance(images, Tensor) and images.is_floating_point():
             if self.uint8:
@@ -183,6 +192,10 @@ class OrtExplainer:
         maps = {k: torch.from_numpy(v) for k, v in outs.items()}
         logits = maps.pop("logits")
         maps.pop("saliency")
+        if size == "model":
+            out_size = self.size
+        elif size is not None:
+            out_size = (int(size[0]), int(size[1]))
         maps = {k: upsample(v, out_size) for k, v in maps.items()}
         probs = torch.softmax(logits.float(), dim=1)
         top_p, top_i = probs.topk(self.topk, dim=1)
@@ -194,8 +207,8 @@ class OrtExplainer:
             logits=logits,
             topk=TopK(top_i, top_p, labels),
             target=logits.argmax(dim=1),
-            saliency=maps[_MAP_OF_METHOD[self.method]],
-            method=self.method,
+            saliency=maps[_MAP_OF_METHOD[method]],
+            method=method,
             scales=maps["scales"],
             smoe=maps["smoe"],
             cam=maps.get("cam"),

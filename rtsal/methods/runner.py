@@ -58,6 +58,12 @@ def build_runner(
 
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
+    from rtsal.deploy.runtime import OrtExplainer
+
+    if isinstance(explainer, OrtExplainer):  # the ONNX Runtime backend holds the engine's maps only
+        if not METHODS[name].engine or explainer_options:
+            raise UsageError(f"{name!r} needs the torch backend: ONNX Runtime runs the engine methods only")
+        return EngineRunner(explainer, name, close_explainer=bool(close_explainer))  # type: ignore[arg-type]
     built = not isinstance(explainer, Explainer)
     if built:
         explainer = Explainer(explainer, **explainer_options)
