@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """Console-script entry point."""
+    from rtsal.interrupts import exit_after_interrupt
+
+    exit_after_interrupt()
     sys.exit(main())
 
 

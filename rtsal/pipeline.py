@@ -1,4 +1,5 @@
-"""The capture -> infer -> render pipeline: three owned threads joined by small channels (DESIGN section 1).
+"""The capture -> infer -> render pipeline: three owned threads joined by small channels
+(docs/design.md, "Data flow").
 
 ``run_pipeline`` iterates ``frames`` in a capture thread, explains them in an infer thread and draws them in a
 render thread, in order. Back-pressure matches the source:

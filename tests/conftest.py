@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-
-DATA = Path(__file__).resolve().parents[1] / "rtsal" / "data"
-
-
-def photo(name: str) -> np.ndarray:
-    """A bundled photograph as RGB uint8 (H, W, 3)."""
-    image = cv2.imread(str(DATA / f"{name}.jpg"))
-    assert image is not None, name
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+from helpers import photo
 
 
 @pytest.fixture
