@@ -1,7 +1,8 @@
 """rtsal: real-time saliency overlays for PyTorch image classifiers.
 
 ``rtsal.Explainer`` runs one forward pass per frame and returns FastCAM's per-scale SMOE Scale maps, their
-combination, a class activation map from the head, and their fusion. Heavy modules load on first use.
+combination, a class activation map from the head, and their fusion. ``rtsal.export`` writes a model and
+those maps as one ONNX graph (``pip install "rtsal[onnx]"``). Heavy modules load on first use.
 """
 
 from __future__ import annotations
