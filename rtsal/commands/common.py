@@ -199,6 +199,15 @@ def apply_threads(args: argparse.Namespace) -> int:
     return n
 
 
+def engine_inputs(args: argparse.Namespace) -> list[str]:
+    """The files the engine options read (``--weights PATH``, ``--onnx FILE``): inputs like any other, which
+    no output of the run may replace."""
+    weights = getattr(args, "weights", None)
+    found = [weights] if weights and weights.lower() not in ("default", "none") else []
+    onnx = getattr(args, "onnx", None)
+    return found + ([onnx] if onnx else [])
+
+
 def check_engine_args(args: argparse.Namespace) -> None:
     """The engine options' values, before the model loads (exit 2 for a bad one)."""
     if not 32 <= args.size <= MAX_SIZE:
