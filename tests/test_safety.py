@@ -524,7 +524,7 @@ def test_an_output_never_replaces_the_weights_file(tmp_path, capsys, no_model):
     torch.save(resnet18().state_dict(), weights)
     before = weights.read_bytes()
     shutil.copyfile(DATA / "coffee.jpg", tmp_path / "w.jpg")
-    code, _, err = run_cli(capsys, "image", str(tmp_path / "w.jpg"), "-o", str(tmp_path), "--model", "resnet18",
-                           "--weights", str(weights))
+    code, _, err = run_cli(capsys, "image", str(tmp_path / "w.jpg"), "-o", str(tmp_path),
+                           "--model", "resnet18", "--weights", str(weights))
     assert code == 1 and "is the input file" in one_line_error(err, "image")
     assert weights.read_bytes() == before
