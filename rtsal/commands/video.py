@@ -20,6 +20,7 @@ from rtsal.commands.common import (
     apply_threads,
     check_engine_args,
     check_view_args,
+    engine_inputs,
     finite_float,
     make_runner,
 )
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     with VideoJob(args.input, args.output, settings_of(args), maps=args.maps, csv_path=args.csv,
-                  meta={"model": args.model, "method": args.method}) as job:
+                  meta={"model": args.model, "method": args.method}, inputs=engine_inputs(args)) as job:
         apply_threads(args)
         with frame_explainer(make_runner(args), args.method, clip_len=args.clip_len,
                              clip_stride=args.clip_stride, target=args.target, layer=args.target_layer,
