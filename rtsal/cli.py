@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from rtsal import __version__
 from rtsal.errors import RtsalError, UsageError
 
-COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "bench")
+COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "bench", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--fps", type=float, default=None,
                      help="requested camera frame rate (for a glob --source: its rate)")
     add_live_options(p)
-    add_engine_options(p)
+    add_engine_options(p, compile_default=True)
     add_view_options(p)
     return p
 

@@ -101,6 +101,8 @@ class CompiledEngine:
             self._graphs[shape] = BUILDING
             self._make(shape, background=False)
         else:
+            if BUILDING in self._graphs.values():
+                return None  # one build at a time; this shape is tried again when that one is done
             self._graphs[shape] = BUILDING
             t = threading.Thread(target=self._make, args=(shape, True), name="rtsal-compile", daemon=True)
             self._threads.append(t)
