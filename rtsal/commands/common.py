@@ -221,7 +221,8 @@ def make_runner(args: argparse.Namespace):
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     engine = METHODS[method].engine
-    engine_args = args if engine else argparse.Namespace(**{**vars(args), "method": "fastcam", "compile": False})
+    plain = {"method": "fastcam", "compile": False}  # the comparison methods run their own passes
+    engine_args = args if engine else argparse.Namespace(**{**vars(args), **plain})
     explainer = make_explainer(engine_args)
     try:
         return build_runner(

@@ -1,0 +1,273 @@
+"""The compiled engine agrees with the eager one, falls back when it cannot compile, and its cache is safe.
+
+One real AOTInductor build of a seeded ResNet-18 (batch 2, 64x80 input) is shared by the module, plus one
+tiny build of the SMOE statistic; every other test reuses them or simulates a compiler failure. The builds
+take tens of seconds on a loaded CPU, hence ``slow``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from rtsal.cli import main
+from rtsal.engine import compiled as compiled_mod
+from rtsal.engine.cache import Cache, CacheError, spec_key
+from rtsal.engine.explainer import Explainer
+from rtsal.engine.saliency.smoe import smoe_scale, smoe_scale_fastlog
+from rtsal.errors import UsageError
+
+from conftest import DATA, photo
+
+SIZE = (64, 80)
+MAPS = ("scales", "smoe", "cam", "fused", "nonclass")
+
+
+def _resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("rtsal-cache") / "cache"
+
+
+@pytest.fixture(scope="module")
+def pair(cache_dir):
+    """(compiled, eager) explainers over the same weights; the compiled one built its graph for
+    (2, 3, 64, 80)."""
+    model = _resnet18()
+    eager = Explainer(copy.deepcopy(model), size=SIZE)
+    comp = Explainer(model, size=SIZE, compile=True, cache_dir=cache_dir)
+    x = eager.preprocess(np.stack([photo("coffee")] * 2))
+    first = comp.explain(x)
+    assert first.engine == "compiled", "the graph did not build (see stderr)"
+    yield comp, eager
+    comp.close()
+    eager.close()
+
+
+def _photos() -> list[np.ndarray]:
+    names = sorted(p for p in DATA.glob("*.jpg")) + sorted((DATA / "eval").glob("*.jpg"))
+    return [photo(str(p.relative_to(DATA).with_suffix(""))) for p in names]
+
+
+def _agree(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    assert float((a - b).abs().max()) <= 0.01
+    fa, fb = a.flatten().double(), b.flatten().double()
+    if fb.std() > 1e-6:
+        assert float(torch.corrcoef(torch.stack([fa, fb]))[0, 1]) >= 0.999
+
+
+@pytest.mark.slow
+def test_every_bundled_photo_same_top1_and_maps(pair):
+    comp, eager = pair
+    photos = _photos()
+    assert len(photos) >= 8
+    if len(photos) % 2:
+        photos.append(photos[0])
+    for i in range(0, len(photos), 2):
+        x = torch.cat([eager.preprocess(photos[i]), eager.preprocess(photos[i + 1])])
+        assert tuple(x.shape) == (2, 3, *SIZE)
+        rc, re = comp.explain(x), eager.explain(x)
+        assert rc.engine == "compiled" and re.engine == "eager"
+        assert torch.equal(rc.topk.indices[:, 0], re.topk.indices[:, 0])
+        assert torch.equal(rc.target, re.target)
+        assert torch.allclose(rc.topk.probs, re.topk.probs, atol=1e-4)
+        assert rc.topk.labels == re.topk.labels
+        for name in MAPS:
+            _agree(getattr(rc, name), getattr(re, name))
+
+
+@pytest.mark.slow
+def test_explicit_targets_and_frames_of_another_size(pair):
+    comp, eager = pair
+    frames = np.stack([photo("chelsea")[:120, :150], photo("rocket")[:120, :150]])  # resized to 64x80 inside
+    for target in (3, [7, 281], torch.tensor([1, 2])):
+        rc, re = comp.explain(frames, target=target), eager.explain(frames, target=target)
+        assert rc.engine == "compiled"
+        assert torch.equal(rc.target, re.target)
+        assert rc.fused.shape == (2, 120, 150)  # maps at the frames' size, height first
+        for name in MAPS:
+            _agree(getattr(rc, name), getattr(re, name))
+    with pytest.raises(UsageError):
+        comp.explain(frames, target=1000)
+    with pytest.raises(UsageError):
+        comp.explain(frames, target=[1, 2, 3])
+
+
+@pytest.mark.slow
+def test_other_shapes_stay_eager_until_built(pair, monkeypatch):
+    comp, _ = pair
+    calls = []
+    monkeypatch.setattr(compiled_mod, "build_package", lambda *a, **k: calls.append(a) or 1 / 0)
+    r = comp.explain(comp.preprocess(photo("coffee")))  # batch 1: another graph, whose build fails here
+    assert r.engine == "eager (fallback)" and len(calls) == 1
+    assert comp.explain(comp.preprocess(np.stack([photo("coffee")] * 2))).engine == "compiled"
+
+
+@pytest.mark.slow
+def test_warm_cache_loads_without_building(pair, cache_dir, monkeypatch):
+    comp, eager = pair
+    monkeypatch.setattr(compiled_mod, "build_package", lambda *a, **k: pytest.fail("rebuilt a cached graph"))
+    twin = _resnet18()
+    with Explainer(twin, size=SIZE, compile=True, cache_dir=cache_dir) as again:
+        x = eager.preprocess(np.stack([photo("astronaut")] * 2))
+        r = again.explain(x)
+        assert r.engine == "compiled"
+        assert again._compiled.source[tuple(x.shape)] == "cache"
+        assert torch.equal(r.fused, comp.explain(x).fused)
+    assert _hooks(twin) == 0
+    assert oct(os.stat(cache_dir).st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.slow
+def test_corrupt_foreign_or_other_torch_entries_are_not_loaded(pair, cache_dir, tmp_path, monkeypatch):
+    comp, _ = pair
+    shape = (2, 3, *SIZE)
+    spec = comp._compiled.spec(shape)
+    good = Cache(cache_dir)
+    package, record = good.paths(spec_key(spec))
+    assert good.lookup(spec) == package
+
+    def fresh() -> Cache:
+        folder = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+        folder.mkdir(mode=0o700)
+        shutil.copy(package, folder / package.name)
+        shutil.copy(record, folder / record.name)
+        return Cache(folder)
+
+    flipped = fresh()  # one byte changed in the package
+    data = bytearray(flipped.paths(spec_key(spec))[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.paths(spec_key(spec))[0].write_bytes(bytes(data))
+    truncated = fresh()
+    p = truncated.paths(spec_key(spec))[0]
+    p.write_bytes(p.read_bytes()[:1000])
+    foreign = fresh()  # a record that does not describe this spec (e.g. another torch version)
+    r = foreign.paths(spec_key(spec))[1]
+    meta = json.loads(r.read_text())
+    meta["spec"]["torch"] = "0.0.1"
+    r.write_text(json.dumps(meta))
+    garbage = fresh()
+    garbage.paths(spec_key(spec))[1].write_text("{not json")
+    for cache in (flipped, truncated, foreign, garbage):
+        assert cache.lookup(spec) is None
+        assert not any(cache.paths(spec_key(spec))[i].exists() for i in (0, 1))  # removed, to be rebuilt
+
+    # the explainer ignores the corrupt entry and rebuilds (the rebuild is simulated to fail here)
+    corrupt = fresh()
+    pkg = corrupt.paths(spec_key(spec))[0]
+    pkg.write_bytes(pkg.read_bytes()[:-10] + b"0123456789")
+    built = []
+    monkeypatch.setattr(compiled_mod, "build_package", lambda *a, **k: built.append(a) or 1 / 0)
+    with Explainer(_resnet18(), size=SIZE, compile=True, cache_dir=corrupt.root) as ex:
+        assert ex.explain(torch.zeros(shape)).engine == "eager (fallback)"
+    assert len(built) == 1
+
+
+def test_compiler_failure_falls_back_with_one_line(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no working C++ compiler found")
+
+    monkeypatch.setattr(compiled_mod, "build_package", broken)
+    model = _resnet18()
+    with Explainer(model, size=SIZE, compile=True, cache_dir=tmp_path / "c") as ex:
+        x = ex.preprocess(photo("coffee"))
+        r1, r2 = ex.explain(x), ex.explain(x)
+        assert r1.engine == r2.engine == "eager (fallback)"
+        assert r1.fused.shape == (1, *SIZE) and torch.isfinite(r1.fused).all()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no working C++ compiler" in err[0] and "eager" in err[0]
+    assert _hooks(model) == 0
+    assert list((tmp_path / "c").iterdir()) == []  # no half-written entry left behind
+
+
+def test_head_gradient_models_run_eager(tmp_path, capsys):
+    with Explainer("mobilenet_v3_small", weights=None, size=SIZE, compile=True, cache_dir=tmp_path) as ex:
+        assert not ex.closed_form
+        assert ex.explain(torch.zeros(1, 3, *SIZE)).engine == "eager (fallback)"
+    assert "head's gradient" in capsys.readouterr().err
+
+
+def test_unsafe_cache_folder_is_refused(tmp_path, capsys):
+    folder = tmp_path / "open"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(CacheError):
+        Cache(folder).ensure()
+    with Explainer(_resnet18(), size=SIZE, compile=True, cache_dir=folder) as ex:
+        assert ex.explain(torch.zeros(1, 3, *SIZE)).engine == "eager (fallback)"
+    assert "writable by others" in capsys.readouterr().err
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("RTSAL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Cache().root == tmp_path / "xdg" / "rtsal"
+    monkeypatch.setenv("RTSAL_CACHE_DIR", str(tmp_path / "mine"))
+    assert Cache().root == tmp_path / "mine"
+    assert Cache(tmp_path / "flag").root == tmp_path / "flag"
+    Cache().ensure()
+    assert oct(os.stat(tmp_path / "mine").st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.slow
+def test_cache_command_lists_and_clears(pair, cache_dir, tmp_path, capsys):
+    folder = tmp_path / "listed"
+    shutil.copytree(cache_dir, folder)
+    assert main(["cache", "--cache-dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "1 entries" in out and "2x3x64x80" in out and "MiB" in out
+    assert main(["cache", "--cache-dir", str(folder), "--clear"]) == 0
+    assert list(folder.iterdir()) == []
+    assert main(["cache", "--cache-dir", str(folder)]) == 0
+    assert "0 entries" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_hooks_gone_after_close(pair):
+    comp, _ = pair
+    graph = comp._compiled.graph_module()  # the build copy carries the graph's hooks, not the engine's
+    try:
+        own = {h.id for h in comp._recorder._handles}
+        copied = {k for m in graph.model.modules() for k in (*m._forward_hooks, *m._forward_pre_hooks)}
+        assert copied and not (own & copied)
+    finally:
+        graph.close()
+    assert _hooks(graph.model) == 0
+
+
+class _Statistic(nn.Module):
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return smoe_scale_fastlog(a)
+
+
+@pytest.mark.slow
+def test_table3_vectors_on_both_paths(tmp_path):
+    """Paper appendix, Table 3: 64 channels alternating two values."""
+    pairs = [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (2.0, 3.0)]
+    expected = torch.tensor([0.064, 0.127, 0.255, 0.074])
+    a = torch.tensor([[v0 if c % 2 == 0 else v1 for c in range(64)] for v0, v1 in pairs]).view(4, 64, 1, 1)
+    from torch._inductor import aoti_compile_and_package, aoti_load_package
+
+    with torch.inference_mode():
+        ep = torch.export.export(_Statistic(), (a,), strict=False)
+    run = aoti_load_package(aoti_compile_and_package(ep, package_path=str(tmp_path / "stat.pt2")))
+    for values in (smoe_scale(a), run(a)):
+        assert torch.allclose(values.flatten(), expected, atol=1e-3)
