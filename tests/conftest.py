@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,10 @@ import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[1] / "rtsal" / "data"
+
+# The live and video commands build the compiled engine in the background by default; the CLI tests run
+# eager (tests/test_compiled.py builds what it needs itself).
+os.environ.setdefault("RTSAL_COMPILE", "0")
 
 
 def photo(name: str) -> np.ndarray:

@@ -43,7 +43,9 @@ def _hooks(model: nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("rtsal-cache") / "cache"
+    """A fresh cache folder; RTSAL_TEST_CACHE_DIR keeps one across runs (the build then comes from it)."""
+    kept = os.environ.get("RTSAL_TEST_CACHE_DIR")
+    return Path(kept) if kept else tmp_path_factory.mktemp("rtsal-cache") / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,7 @@ def test_explicit_targets_and_frames_of_another_size(pair):
     frames = np.stack([photo("chelsea")[:120, :150], photo("rocket")[:120, :150]])  # resized to 64x80 inside
     for target in (3, [7, 281], torch.tensor([1, 2])):
         rc, re = comp.explain(frames, target=target), eager.explain(frames, target=target)
-        assert rc.engine == "compiled"
+        assert rc.engine == "compiled"  # (a broadcast target once reached the graph with stride 0)
         assert torch.equal(rc.target, re.target)
         assert rc.fused.shape == (2, 120, 150)  # maps at the frames' size, height first
         for name in MAPS:
@@ -271,3 +273,26 @@ def test_table3_vectors_on_both_paths(tmp_path):
     run = aoti_load_package(aoti_compile_and_package(ep, package_path=str(tmp_path / "stat.pt2")))
     for values in (smoe_scale(a), run(a)):
         assert torch.allclose(values.flatten(), expected, atol=1e-3)
+
+
+def test_compile_defaults_per_command(monkeypatch, tmp_path):
+    from rtsal.cli import build_parser
+    from rtsal.commands.common import compile_setting
+
+    monkeypatch.delenv("RTSAL_COMPILE", raising=False)
+    parser = build_parser()
+
+    def setting(*argv: str) -> bool | str:
+        return compile_setting(parser.parse_args(list(argv)))
+
+    assert setting("video", "in.mp4", "-o", "out.mp4") == "background"
+    assert setting("webcam") == "background"
+    assert setting("demo") == "background"
+    assert setting("video", "in.mp4", "-o", "out.mp4", "--no-compile") is False
+    assert setting("video", "in.mp4", "-o", "out.mp4", "--method", "scorecam") is False  # its own passes
+    assert setting("image", "a.jpg", "-o", str(tmp_path)) is False
+    assert setting("image", "a.jpg", "-o", str(tmp_path), "--compile") is True  # built before the first image
+    args = parser.parse_args(["image", "a.jpg", "-o", str(tmp_path), "--cache-dir", str(tmp_path / "c")])
+    assert args.cache_dir == str(tmp_path / "c")
+    monkeypatch.setenv("RTSAL_COMPILE", "0")
+    assert compile_setting(build_parser().parse_args(["webcam"])) is False

@@ -38,8 +38,15 @@ def add_engine_options(
     """--model, --weights, --method, the FastCAM settings and --compile / --cache-dir.
 
     ``compile_default``: the live and video commands compile by default, in the background (eager frames
-    until the graph is ready); the others only with ``--compile``, built before the first image.
+    until the graph is ready); the others only with ``--compile``, built before the first image. The
+    environment variable ``RTSAL_COMPILE`` (1/0) overrides the default.
     """
+    import os
+
+    live = compile_default
+    env = os.environ.get("RTSAL_COMPILE")  # the default for every command, e.g. RTSAL_COMPILE=0 in tests
+    if env is not None:
+        compile_default = env.strip().lower() not in ("0", "off", "no", "false", "")
     g = p.add_argument_group("model and method")
     add_model_options(g)
     g.add_argument(
@@ -98,7 +105,7 @@ def add_engine_options(
         help="compiled-graph cache (default: $RTSAL_CACHE_DIR, else $XDG_CACHE_HOME/rtsal, else "
         "~/.cache/rtsal; see `rtsal cache`)",
     )
-    p.set_defaults(compile_mode="background" if compile_default else True)
+    p.set_defaults(compile_mode="background" if live else True)
     g.add_argument(
         "--cskip",
         type=int,

@@ -278,6 +278,7 @@ class VideoJob:
                 "render_ms",
                 "encode_ms",
                 "batch",
+                "engine",
             ]
             self.csv.writerow(head)
 
@@ -362,6 +363,7 @@ class VideoJob:
             f"{render_ms:.3f}",
             f"{encode_ms:.3f}",
             fr.batch,
+            one.engine,
         ]
         self.csv.writerow(row)
         self.csv_file.flush()  # a row per frame done, also when the run is cut short

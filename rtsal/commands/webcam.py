@@ -203,6 +203,7 @@ class LiveSession:
         self.last_topk: list[int] = []
         self.snapshots_saved = 0
         self.rendered_frames = 0
+        self.engine: str | None = None  # which engine drew the last frame (the HUD says)
         self._views: dict[tuple, Any] = {}
         self.stats = None
 
@@ -269,6 +270,7 @@ class LiveSession:
             self.last_plain = plain
             self.last_topk = [int(v) for v in one.topk.indices[0].tolist()]
             timings = batch.timings or {}
+            self.engine = batch.engine
             n = max(1, len(batch.topk.labels))
             for timer, timer_all, name in ((self.forward, self.forward_all, "forward"),
                                            (self.saliency, self.saliency_all, "saliency")):
@@ -291,6 +293,7 @@ class LiveSession:
             saliency_ms=self.saliency.median() if self.saliency.count else None,
             dropped=dropped, method=s.method, cost=method_info.cost if method_info else "?",
             behind=self.drops.update(dropped, now), paused=s.paused, pinned=pinned,
+            engine=self.engine,
         )
         shown = self.hud.annotate(plain, info, help=s.help)
         if self.recorder is not None and item is not None:

@@ -190,9 +190,7 @@ class CompiledEngine:
 
     def graph_module(self) -> ExplainGraph:
         """A fresh :class:`ExplainGraph` over a hook-free copy of the explainer's model."""
-        ex = self.ex
-        ids = [h.id for h in ex._recorder._handles]
-        return make_graph(ex, clean_copy(ex.model, ids))
+        return make_graph(self.ex, clean_copy(self.ex.model))
 
     def _build_here(self, shape: tuple[int, ...], path: Path) -> None:
         graph = self.graph_module()
@@ -312,7 +310,10 @@ def explain_graph(
     from rtsal.types import SaliencyResult, TopK
 
     n = x.shape[0]
-    tgt = torch.full((n,), -1, dtype=torch.long, device=x.device) if target is None else target
+    # the package was built for dense inputs: a broadcast target (stride 0) or another memory format would
+    # be read with the wrong strides
+    tgt = torch.full((n,), -1, dtype=torch.long, device=x.device) if target is None else target.contiguous()
+    x = x.contiguous(memory_format=torch.channels_last if ex.channels_last else torch.contiguous_format)
     t1 = _now(ex.device)
     out = run(x, tgt)
     t2 = _now(ex.device)

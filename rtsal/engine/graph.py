@@ -114,17 +114,20 @@ class ExplainGraph(nn.Module):
         return (logits, top_p, top_i, tgt, scales, smoe, cam, fused, smoe - fused)
 
 
-def clean_copy(model: nn.Module, hook_ids: Sequence[int]) -> nn.Module:
-    """A deep copy of ``model`` without the hooks whose handle ids are ``hook_ids`` (the serving engine's),
-    so a build never touches the serving engine's recorder. Other hooks of the model are kept."""
+def clean_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` without the hooks of any :class:`ActivationRecorder` (the serving engine's, or
+    another explainer's on the same module), so a build never touches a serving recorder. Other hooks of the
+    model are kept: they are part of what it computes."""
     dup = copy.deepcopy(model)
-    ids = set(hook_ids)
     for m in dup.modules():
-        for store in (m._forward_hooks, m._forward_pre_hooks, m._forward_hooks_with_kwargs,
-                      m._forward_pre_hooks_with_kwargs, m._forward_hooks_always_called):
-            for i in [k for k in store if k in ids]:
+        for store in (m._forward_hooks, m._forward_pre_hooks):
+            for i in [k for k, fn in store.items() if _is_recorder_hook(fn)]:
                 del store[i]
     return dup
+
+
+def _is_recorder_hook(fn: object) -> bool:
+    return getattr(fn, "__qualname__", "").startswith(f"{ActivationRecorder.__qualname__}.")
 
 
 def build_package(graph: ExplainGraph, example: Tensor, path: Path, freezing: bool = True) -> Path:
