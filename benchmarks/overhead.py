@@ -135,12 +135,13 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
         t2 = time.perf_counter()
         if r.engine != "compiled":
             raise RuntimeError(f"{name}: the compiled engine did not run ({r.engine})")
-        src = cx._compiled.source[tuple(x.shape)]
+        key = (*x.shape, *x.shape[2:])
+        src = cx._compiled.source[key]
         extra.update(
             engine_source=src,
             model_load_s=t1 - t0,
             cold_first_compiled_s=t2 - t1 if src != "cache" else None,
-            build_s=cx._compiled.build_seconds[tuple(x.shape)],
+            build_s=cx._compiled.build_seconds[key],
         )
         with tempfile.TemporaryDirectory() as folder:
             plain_run, plain_build = plain_package(plain_cl, x, Path(folder))

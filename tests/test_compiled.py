@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -28,7 +29,9 @@ from rtsal.errors import UsageError
 
 from conftest import DATA, photo
 
-SIZE = (64, 80)
+SIZE = (64, 80)  # the model's input (h, w)
+FRAME = (120, 150)  # the frames' (H, W): the maps come back at this size
+KEY = (2, 3, *SIZE, *FRAME)  # the one graph the module builds
 MAPS = ("scales", "smoe", "cam", "fused", "nonclass")
 
 
@@ -51,16 +54,20 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pair(cache_dir):
     """(compiled, eager) explainers over the same weights; the compiled one built its graph for
-    (2, 3, 64, 80)."""
+    (2, 3, 64, 80) inputs and maps of 120x150."""
     model = _resnet18()
     eager = Explainer(copy.deepcopy(model), size=SIZE)
     comp = Explainer(model, size=SIZE, compile=True, cache_dir=cache_dir)
-    x = eager.preprocess(np.stack([photo("coffee")] * 2))
-    first = comp.explain(x)
+    first = comp.explain(_frames(photo("coffee"), photo("coffee")))
     assert first.engine == "compiled", "the graph did not build (see stderr)"
     yield comp, eager
     comp.close()
     eager.close()
+
+
+def _frames(*images: np.ndarray) -> np.ndarray:
+    """Photos resized to FRAME, as one uint8 batch (N, H, W, 3)."""
+    return np.stack([cv2.resize(im, FRAME[::-1], interpolation=cv2.INTER_AREA) for im in images])
 
 
 def _photos() -> list[np.ndarray]:
@@ -84,9 +91,9 @@ def test_every_bundled_photo_same_top1_and_maps(pair):
     if len(photos) % 2:
         photos.append(photos[0])
     for i in range(0, len(photos), 2):
-        x = torch.cat([eager.preprocess(photos[i]), eager.preprocess(photos[i + 1])])
-        assert tuple(x.shape) == (2, 3, *SIZE)
+        x = _frames(photos[i], photos[i + 1])
         rc, re = comp.explain(x), eager.explain(x)
+        assert rc.fused.shape == (2, *FRAME)  # height first
         assert rc.engine == "compiled" and re.engine == "eager"
         assert torch.equal(rc.topk.indices[:, 0], re.topk.indices[:, 0])
         assert torch.equal(rc.target, re.target)
@@ -97,20 +104,19 @@ def test_every_bundled_photo_same_top1_and_maps(pair):
 
 
 @pytest.mark.slow
-def test_explicit_targets_and_frames_of_another_size(pair):
+def test_explicit_targets(pair):
     comp, eager = pair
-    frames = np.stack([photo("chelsea")[:120, :150], photo("rocket")[:120, :150]])  # resized to 64x80 inside
+    x = _frames(photo("chelsea"), photo("rocket"))
     for target in (3, [7, 281], torch.tensor([1, 2])):
-        rc, re = comp.explain(frames, target=target), eager.explain(frames, target=target)
+        rc, re = comp.explain(x, target=target), eager.explain(x, target=target)
         assert rc.engine == "compiled"  # (a broadcast target once reached the graph with stride 0)
         assert torch.equal(rc.target, re.target)
-        assert rc.fused.shape == (2, 120, 150)  # maps at the frames' size, height first
         for name in MAPS:
             _agree(getattr(rc, name), getattr(re, name))
     with pytest.raises(UsageError):
-        comp.explain(frames, target=1000)
+        comp.explain(x, target=1000)
     with pytest.raises(UsageError):
-        comp.explain(frames, target=[1, 2, 3])
+        comp.explain(x, target=[1, 2, 3])
 
 
 @pytest.mark.slow
@@ -120,7 +126,7 @@ def test_other_shapes_stay_eager_until_built(pair, monkeypatch):
     monkeypatch.setattr(compiled_mod, "build_package", lambda *a, **k: calls.append(a) or 1 / 0)
     r = comp.explain(comp.preprocess(photo("coffee")))  # batch 1: another graph, whose build fails here
     assert r.engine == "eager (fallback)" and len(calls) == 1
-    assert comp.explain(comp.preprocess(np.stack([photo("coffee")] * 2))).engine == "compiled"
+    assert comp.explain(_frames(photo("coffee"), photo("rocket"))).engine == "compiled"
 
 
 @pytest.mark.slow
@@ -129,10 +135,10 @@ def test_warm_cache_loads_without_building(pair, cache_dir, monkeypatch):
     monkeypatch.setattr(compiled_mod, "build_package", lambda *a, **k: pytest.fail("rebuilt a cached graph"))
     twin = _resnet18()
     with Explainer(twin, size=SIZE, compile=True, cache_dir=cache_dir) as again:
-        x = eager.preprocess(np.stack([photo("astronaut")] * 2))
+        x = _frames(photo("astronaut"), photo("coffee"))
         r = again.explain(x)
         assert r.engine == "compiled"
-        assert again._compiled.source[tuple(x.shape)] == "cache"
+        assert again._compiled.source[KEY] == "cache"
         assert torch.equal(r.fused, comp.explain(x).fused)
     assert _hooks(twin) == 0
     assert oct(os.stat(cache_dir).st_mode & 0o777) == "0o700"
@@ -141,8 +147,7 @@ def test_warm_cache_loads_without_building(pair, cache_dir, monkeypatch):
 @pytest.mark.slow
 def test_corrupt_foreign_or_other_torch_entries_are_not_loaded(pair, cache_dir, tmp_path, monkeypatch):
     comp, _ = pair
-    shape = (2, 3, *SIZE)
-    spec = comp._compiled.spec(shape)
+    spec = comp._compiled.spec(KEY)
     good = Cache(cache_dir)
     package, record = good.paths(spec_key(spec))
     assert good.lookup(spec) == package
@@ -179,7 +184,7 @@ def test_corrupt_foreign_or_other_torch_entries_are_not_loaded(pair, cache_dir, 
     built = []
     monkeypatch.setattr(compiled_mod, "build_package", lambda *a, **k: built.append(a) or 1 / 0)
     with Explainer(_resnet18(), size=SIZE, compile=True, cache_dir=corrupt.root) as ex:
-        assert ex.explain(torch.zeros(shape)).engine == "eager (fallback)"
+        assert ex.explain(np.zeros((2, *FRAME, 3), np.uint8)).engine == "eager (fallback)"
     assert len(built) == 1
 
 
@@ -235,7 +240,7 @@ def test_cache_command_lists_and_clears(pair, cache_dir, tmp_path, capsys):
     shutil.copytree(cache_dir, folder)
     assert main(["cache", "--cache-dir", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "1 entries" in out and "2x3x64x80" in out and "MiB" in out
+    assert "1 entries" in out and "2x3x64x80 -> 120x150" in out and "MiB" in out
     assert main(["cache", "--cache-dir", str(folder), "--clear"]) == 0
     assert list(folder.iterdir()) == []
     assert main(["cache", "--cache-dir", str(folder)]) == 0

@@ -1,7 +1,9 @@
 """The compiled engine: one AOTInductor graph per input shape, cached on disk, built now or in the background.
 
-:class:`CompiledEngine` belongs to an :class:`~rtsal.engine.explainer.Explainer`. For each input shape it
-hands out a loaded graph (see :mod:`rtsal.engine.graph`) or None, and None means "run the eager engine":
+:class:`CompiledEngine` belongs to an :class:`~rtsal.engine.explainer.Explainer`. For each input shape and
+output size (a *key* ``(N, 3, h, w, H, W)``: the graph combines the maps directly at the output size, as
+the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph`) or None, and None means
+"run the eager engine":
 
 - ``mode=True``: the first call for a shape loads the graph from the cache or builds it, synchronously.
 - ``mode="background"``: the first call starts a builder thread and returns None until the graph is loaded
@@ -56,7 +58,7 @@ def weights_hash(module: nn.Module) -> str:
 
 
 class CompiledEngine:
-    """Compiled graphs for one Any, per input shape. See the module docstring."""
+    """Compiled graphs for one Explainer, per input shape and output size. See the module docstring."""
 
     def __init__(
         self,
@@ -80,18 +82,18 @@ class CompiledEngine:
         self._closed = False
         self._warned = False
         self.build_seconds: dict[tuple[int, ...], float] = {}
-        self.source: dict[tuple[int, ...], str] = {}  # shape -> "cache" | "built" | "child"
+        self.source: dict[tuple[int, ...], str] = {}  # key -> "cache" | "built" | "child"
         self.reason: str | None = None
         if not explainer.closed_form:
             self._fail("the CAM of this model needs the head's gradient, which the graph does not hold yet")
         self._weights = weights_hash(explainer.model) if self.reason is None else ""
 
     # -- what the explainer asks ----------------------------------------------------------------------------
-    def runner(self, x: Tensor) -> Runner | None:
-        """The loaded graph for ``x``'s shape, or None: serve this call with the eager engine."""
+    def runner(self, x: Tensor, out_size: tuple[int, int]) -> Runner | None:
+        """The loaded graph for ``x``'s shape and maps of ``out_size``, or None: serve this call eagerly."""
         if self.reason is not None:
             return None
-        shape = tuple(x.shape)
+        shape = (*x.shape, *out_size)
         got = self._graphs.get(shape)
         if callable(got):
             return got
@@ -111,9 +113,9 @@ class CompiledEngine:
         got = self._graphs.get(shape)
         return got if callable(got) else None
 
-    def label(self, x: Tensor) -> str:
+    def label(self, x: Tensor, out_size: tuple[int, int]) -> str:
         """How a call with ``x``'s shape that did not get a graph was served."""
-        if self.reason is not None or self._graphs.get(tuple(x.shape)) == FAILED:
+        if self.reason is not None or self._graphs.get((*x.shape, *out_size)) == FAILED:
             return "eager (fallback)"
         return "eager (compiling)"
 
@@ -138,14 +140,15 @@ class CompiledEngine:
 
     # -- the spec and the build -----------------------------------------------------------------------------
     def spec(self, shape: tuple[int, ...]) -> dict[str, object]:
-        """Everything that changes the graph: the cache key."""
+        """Everything that changes the graph of key ``shape`` = (N, 3, h, w, H, W): the cache key."""
         ex = self.ex
         return {
             "format": FORMAT,
             "model": ex.name,
             "class": f"{type(ex.model).__module__}.{type(ex.model).__qualname__}",
             "weights": self._weights,
-            "shape": list(shape),
+            "shape": list(shape[:4]),
+            "out_size": list(shape[4:]),
             "channels_last": ex.channels_last,
             "method": ex.method,
             "cam": ex.cam_name,
@@ -174,7 +177,7 @@ class CompiledEngine:
                     package = self.cache.store(spec, lambda tmp: self._build_here(shape, tmp))
                     source = "built"
             run = load_package(package)
-            x = torch.zeros(shape, device=self.ex.device)
+            x = torch.zeros(shape[:4], device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             run(x, torch.full((shape[0],), -1, dtype=torch.long, device=self.ex.device))  # warm up
@@ -188,14 +191,14 @@ class CompiledEngine:
         if not self._closed:
             self._graphs[shape] = run
 
-    def graph_module(self) -> ExplainGraph:
+    def graph_module(self, out_size: tuple[int, int] | None = None) -> ExplainGraph:
         """A fresh :class:`ExplainGraph` over a hook-free copy of the explainer's model."""
-        return make_graph(self.ex, clean_copy(self.ex.model))
+        return make_graph(self.ex, clean_copy(self.ex.model), out_size)
 
     def _build_here(self, shape: tuple[int, ...], path: Path) -> None:
-        graph = self.graph_module()
+        graph = self.graph_module((shape[4], shape[5]))
         try:
-            x = torch.randn(shape, device=self.ex.device)
+            x = torch.randn(shape[:4], device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             build_package(graph, x, path)
@@ -245,7 +248,7 @@ class CompiledEngine:
 GRAPH_STATISTIC = {"smoe": "smoe_fastlog"}
 
 
-def make_graph(ex: Any, model: nn.Module) -> ExplainGraph:
+def make_graph(ex: Any, model: nn.Module, out_size: tuple[int, int] | None = None) -> ExplainGraph:
     """The :class:`ExplainGraph` for ``ex``'s settings over ``model`` (a hook-free module)."""
     from rtsal.engine.saliency.norm import NORMS
     from rtsal.engine.saliency.smoe import STATISTICS, smoe_scale_fastlog
@@ -263,6 +266,7 @@ def make_graph(ex: Any, model: nn.Module) -> ExplainGraph:
         NORMS[ex.norm_name],
         ex.topk,
         cam_relu=ex.layers[-1].relu,
+        out_size=out_size,
     )
 
 
@@ -304,9 +308,7 @@ def explain_graph(
     t0: float,
 ):
     """One call of the compiled graph, turned into the same :class:`~rtsal.types.SaliencyResult` the eager
-    engine returns (maps resized from the model's input size to ``out_size`` when they differ). ``target``:
-    None (top-1) or (N,) classes already checked by the explainer."""
-    from rtsal.engine.saliency.combine import upsample
+    engine returns. ``target``: None (top-1) or (N,) classes already checked by the explainer."""
     from rtsal.types import SaliencyResult, TopK
 
     n = x.shape[0]
@@ -318,9 +320,7 @@ def explain_graph(
     out = run(x, tgt)
     t2 = _now(ex.device)
     timings["forward"] = (t2 - t1) * 1e3
-    scales, smoe, cam, fused, nonclass = (
-        upsample(m, out_size) for m in (out.scales, out.smoe, out.cam, out.fused, out.nonclass)
-    )
+    scales, smoe, cam, fused, nonclass = out.scales, out.smoe, out.cam, out.fused, out.nonclass
     labels = [[ex.class_names[i] for i in row] for row in out.top_i.tolist()]
     maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
     result = SaliencyResult(

@@ -188,7 +188,7 @@ class Explainer:
             out_size = (int(shape[-3]), int(shape[-2]))
         t1 = _now(self.device)
         timings["preprocess"] = (t1 - t0) * 1e3
-        run = self._compiled.runner(x) if self._compiled is not None else None
+        run = self._compiled.runner(x, out_size) if self._compiled is not None else None
         if run is not None:
             from rtsal.engine.compiled import explain_graph
 
@@ -202,7 +202,7 @@ class Explainer:
         t3 = _now(self.device)
         timings["saliency"] = (t3 - t2) * 1e3
         timings["total"] = (t3 - t0) * 1e3
-        engine = "eager" if self._compiled is None else self._compiled.label(x)
+        engine = "eager" if self._compiled is None else self._compiled.label(x, out_size)
         return _with_timings(result, timings, engine)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:

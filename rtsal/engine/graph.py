@@ -2,7 +2,8 @@
 
 :class:`ExplainGraph` wraps a copy of the classifier whose scale-end outputs are recorded by its own
 :class:`~rtsal.engine.hooks.ActivationRecorder` (hooks run as plain Python while ``torch.export`` traces, so
-they end up inside the graph). Its forward returns, at the model's input resolution (h, w):
+they end up inside the graph). Its forward returns, at the output size (H, W), by default the model's input
+size:
 logits, top-k probabilities and indices, the explained class, the per-scale stack, the combined SMOE map,
 the CAM, FastCAM and the non-class map. Only the closed-form CAM (global-average-pool -> linear head) is
 in the graph; a head that needs autograd is left to the eager engine.
@@ -61,6 +62,7 @@ class ExplainGraph(nn.Module):
         head_weight: (classes, C) weight of the linear head after global average pooling.
         cam: ``gradcam`` or ``gradcampp``; statistic and norm: pure functions as in
             :mod:`rtsal.engine.saliency`.
+        out_size: (H, W) of the maps; the input's (h, w) when None.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class ExplainGraph(nn.Module):
         norm: Callable[[Tensor], Tensor],
         topk: int,
         cam_relu: bool,
+        out_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -86,6 +89,7 @@ class ExplainGraph(nn.Module):
         self.norm = norm
         self.topk = topk
         self.cam_relu = cam_relu
+        self.out_size = out_size
         self.recorder = ActivationRecorder(model, layers)
         self.recorder.__enter__()
 
@@ -96,7 +100,7 @@ class ExplainGraph(nn.Module):
     def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
         """``x`` (N, 3, h, w) preprocessed; ``target`` (N,) long, a negative entry means "the top-1 class".
         Returns the fields of :class:`GraphOutput` as a plain tuple (what the exporter serialises)."""
-        size = (x.shape[2], x.shape[3])
+        size = self.out_size or (x.shape[2], x.shape[3])
         logits = self.model(x)
         acts = self.recorder.pop()
         tgt = torch.where(target < 0, logits.argmax(dim=1), target)
