@@ -301,3 +301,13 @@ def test_compile_defaults_per_command(monkeypatch, tmp_path):
     assert args.cache_dir == str(tmp_path / "c")
     monkeypatch.setenv("RTSAL_COMPILE", "0")
     assert compile_setting(build_parser().parse_args(["webcam"])) is False
+
+
+def test_hud_says_which_engine_drew_the_frame():
+    from rtsal.render.hud import HudInfo
+
+    base = dict(fps=30.0, latency_ms=20.0, forward_ms=10.0, saliency_ms=1.0, dropped=0, method="fastcam",
+                cost="1 forward")
+    assert "compiling" in HudInfo(**base, engine="eager (compiling)").lines()[2]
+    assert "compiled" in HudInfo(**base, engine="compiled").lines()[2]
+    assert HudInfo(**base).lines()[2] == "fastcam [1 forward]"
