@@ -145,6 +145,25 @@ def test_warm_cache_loads_without_building(pair, cache_dir, monkeypatch):
 
 
 @pytest.mark.slow
+def test_background_serves_eager_then_switches_in_order(pair, cache_dir):
+    comp, _ = pair
+    frames = _frames(photo("rocket"), photo("chelsea"))
+    with Explainer(_resnet18(), size=SIZE, compile="background", cache_dir=cache_dir) as bg:
+        engines = []
+        for _ in range(400):  # every call returns its own result: nothing waits, nothing is dropped
+            r = bg.explain(frames)
+            engines.append(r.engine)
+            if r.engine == "compiled":
+                break
+            bg._compiled.wait(0.05)
+        assert engines[0] == "eager (compiling)"  # the first frame never waits for the graph
+        assert engines[-1] == "compiled", engines[-3:]
+        assert set(engines[:-1]) == {"eager (compiling)"}
+        assert bg._compiled.source[KEY] == "cache"
+        assert torch.equal(bg.explain(frames).fused, comp.explain(frames).fused)
+
+
+@pytest.mark.slow
 def test_corrupt_foreign_or_other_torch_entries_are_not_loaded(pair, cache_dir, tmp_path, monkeypatch):
     comp, _ = pair
     spec = comp._compiled.spec(KEY)

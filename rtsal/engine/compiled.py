@@ -10,8 +10,11 @@ the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph
   and warmed up; the caller keeps serving frames eagerly meanwhile, so no frame waits and none is dropped.
   The builder thread runs the export and C++ compile in a **child process** (``python -m
   rtsal.engine.build``) that rebuilds the model from its name and weights, writes the cache entry and exits;
-  the thread then loads the verified package (about a second). A model the child cannot rebuild (an
-  ``nn.Module`` object, random weights) is built in the thread on a hook-free copy instead.
+  the thread then loads the verified package (about a second). Random weights go to the child as a state
+  dict file. A model the child cannot rebuild (an ``nn.Module`` object) is built in the thread on a
+  hook-free copy instead; ``torch.export`` patches module calls process-wide while it traces, so the eager
+  engine waits on :attr:`CompiledEngine.exclusive` for those few seconds (measured: without the lock the
+  serving thread's forward is caught by the tracer and fails).
 - Anything that fails (no C++ compiler, an op the exporter rejects, a head that needs autograd, an unsafe
   cache folder) is reported once on stderr and that Explainer keeps the eager engine.
 
@@ -79,6 +82,7 @@ class CompiledEngine:
         self._threads: list[threading.Thread] = []
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self.exclusive = threading.Lock()  # held by an in-process export and by the eager forward pass
         self._closed = False
         self._warned = False
         self.build_seconds: dict[tuple[int, ...], float] = {}
@@ -201,14 +205,21 @@ class CompiledEngine:
             x = torch.randn(shape[:4], device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            build_package(graph, x, path)
+            build_package(graph, x, path, export_lock=self.exclusive)
         finally:
             graph.close()
 
     def _build_in_child(self, spec: Mapping[str, object], shape: tuple[int, ...]) -> Path | None:
         """Run ``python -m rtsal.engine.build`` to write the entry; the package path, or None when the child
         could not rebuild the same model (the caller then builds in this process)."""
-        job = {"explainer": self.rebuild, "shape": list(shape), "spec": spec, "cache": str(self.cache.root)}
+        job = {"explainer": dict(self.rebuild or {}), "shape": list(shape), "spec": spec,
+               "cache": str(self.cache.root)}
+        state = None
+        if job["explainer"].get("weights") is None:  # random weights: hand over this model's state dict
+            with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as g:
+                state = g.name
+            torch.save(self.ex.model.state_dict(), state)
+            job["explainer"]["weights"] = state
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(job, f)
         env = dict(os.environ)
@@ -225,6 +236,8 @@ class CompiledEngine:
             _, err = proc.communicate()
         finally:
             os.unlink(f.name)
+            if state is not None:
+                os.unlink(state)
         if proc.returncode == 3:  # the child's model is not this one (see rtsal.engine.build)
             return None
         if proc.returncode != 0:
@@ -284,10 +297,11 @@ def _first_line(exc: object) -> str:
 
 def rebuild_args(model: object, weights: object, **settings: object) -> dict[str, object] | None:
     """The Explainer arguments a child process needs to rebuild the same model, as JSON values; None when it
-    cannot (an ``nn.Module`` object, random weights)."""
-    if not isinstance(model, str) or weights is None:
+    cannot (an ``nn.Module`` object). ``weights`` None (random) is filled in with a state dict file at build
+    time."""
+    if not isinstance(model, str):
         return None
-    w = weights if weights == "default" else os.path.abspath(os.fspath(weights))  # type: ignore[arg-type]
+    w = weights if weights in ("default", None) else os.path.abspath(os.fspath(weights))  # type: ignore
     out: dict[str, object] = {"model": model, "weights": w}
     for k, v in settings.items():
         if isinstance(v, tuple):

@@ -195,7 +195,11 @@ class Explainer:
             n = x.shape[0]
             tgt = None if target is None else resolve_targets(torch.empty(n, self.info.num_classes), target)
             return explain_graph(self, run, x, out_size, tgt, timings, t0)
-        logits, acts = self.forward(x)
+        if self._compiled is not None:
+            with self._compiled.exclusive:  # not while a build in this process traces the model
+                logits, acts = self.forward(x)
+        else:
+            logits, acts = self.forward(x)
         t2 = _now(self.device)
         timings["forward"] = (t2 - t1) * 1e3
         result = self.saliency(logits, acts, out_size, target)

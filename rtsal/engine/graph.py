@@ -14,8 +14,10 @@ in the graph; a head that needs autograd is left to the eager engine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -134,12 +136,21 @@ def _is_recorder_hook(fn: object) -> bool:
     return getattr(fn, "__qualname__", "").startswith(f"{ActivationRecorder.__qualname__}.")
 
 
-def build_package(graph: ExplainGraph, example: Tensor, path: Path, freezing: bool = True) -> Path:
+def build_package(
+    graph: ExplainGraph,
+    example: Tensor,
+    path: Path,
+    freezing: bool = True,
+    export_lock: AbstractContextManager | None = None,
+) -> Path:
     """Export ``graph`` for inputs shaped like ``example`` and compile it with AOTInductor into ``path``
-    (a ``.pt2`` file, weights included). Raises whatever the exporter or the C++ compiler raises."""
+    (a ``.pt2`` file, weights included). Raises whatever the exporter or the C++ compiler raises.
+
+    ``export_lock`` is held while ``torch.export`` traces (it patches module calls process-wide, so no other
+    thread may run a model meanwhile); the longer C++ compile runs without it."""
     target = torch.full((example.shape[0],), -1, dtype=torch.long, device=example.device)
     graph.eval()
-    with torch.inference_mode():
+    with export_lock or contextlib.nullcontext(), torch.inference_mode():
         ep = torch.export.export(graph, (example, target), strict=False)
     from torch._inductor import aoti_compile_and_package
 
