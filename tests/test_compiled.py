@@ -27,7 +27,7 @@ from rtsal.engine.explainer import Explainer
 from rtsal.engine.saliency.smoe import smoe_scale, smoe_scale_fastlog
 from rtsal.errors import UsageError
 
-from conftest import DATA, photo
+from helpers import DATA, photo
 
 SIZE = (64, 80)  # the model's input (h, w)
 FRAME = (120, 150)  # the frames' (H, W): the maps come back at this size

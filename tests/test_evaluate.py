@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from rtsal.eval import metrics as ev
 from rtsal.cli import main
 from rtsal.commands.eval import DATA, parse_methods
 from rtsal.errors import UsageError
+from rtsal.eval import metrics as ev
 
 H, W = 64, 64
 BOX = (20, 16, 44, 40)  # x0, y0, x1, y1 of the region the synthetic class looks at

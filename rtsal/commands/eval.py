@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtsal.commands.common import add_model_options, parse_weights
-from rtsal.io.images import expand_images, read_rgb
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.io.images import expand_images, read_rgb
 from rtsal.names import CAMS, METHODS, NORMS, STATISTICS, WEIGHT_PRESETS
 
 if TYPE_CHECKING:
@@ -282,8 +282,8 @@ def evaluate_methods(
     """Maps of every method for every image, then the metrics; returns the JSON-able report."""
     import torch
 
-    from rtsal.eval import metrics as ev
     from rtsal.engine.explainer import Explainer
+    from rtsal.eval import metrics as ev
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -297,7 +297,7 @@ def evaluate_methods(
     )
     with Explainer(**settings) as main:
         module, name = main.model, main.name
-        layer_names = [i.name if i.call == 0 else f"{i.name}#{i.call}" for i in main.layers]
+        layer_names = [i.label for i in main.layers]
         common = dict(
             mean=main.mean,
             std=main.std,

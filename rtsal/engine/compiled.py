@@ -320,6 +320,7 @@ def explain_graph(
     target: Tensor | None,
     timings: dict[str, float],
     t0: float,
+    method: str,
 ):
     """One call of the compiled graph, turned into the same :class:`~rtsal.types.SaliencyResult` the eager
     engine returns. ``target``: None (top-1) or (N,) classes already checked by the explainer."""
@@ -337,18 +338,19 @@ def explain_graph(
     scales, smoe, cam, fused, nonclass = out.scales, out.smoe, out.cam, out.fused, out.nonclass
     labels = [[ex.class_names[i] for i in row] for row in out.top_i.tolist()]
     maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
+    # ``method`` selects ``saliency`` for this call; its CAM is the graph's (the explainer checks)
     result = SaliencyResult(
         logits=out.logits,
         topk=TopK(out.top_i, out.top_p, labels),
         target=out.target,
-        saliency=maps[ex.method],
-        method=ex.method,
+        saliency=maps[method],
+        method=method,
         scales=scales,
         smoe=smoe,
         cam=cam,
         fused=fused,
         nonclass=nonclass,
-        layers=tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in ex.layers),
+        layers=tuple(i.label for i in ex.layers),
         timings=timings,
         engine="compiled",
     )
