@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import DATA, photo
 from torch import nn
 
 from rtsal.cli import main
@@ -26,8 +27,6 @@ from rtsal.engine.cache import Cache, CacheError, spec_key
 from rtsal.engine.explainer import Explainer
 from rtsal.engine.saliency.smoe import smoe_scale, smoe_scale_fastlog
 from rtsal.errors import UsageError
-
-from helpers import DATA, photo
 
 SIZE = (64, 80)  # the model's input (h, w)
 FRAME = (120, 150)  # the frames' (H, W): the maps come back at this size
