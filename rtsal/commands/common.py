@@ -90,6 +90,7 @@ def add_engine_options(
         help="class index the CAM explains (default: the top-1 class)",
     )
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_backend_options(g)
     g.add_argument(
         "--target-layer",
         default=None,
@@ -119,6 +120,18 @@ def add_engine_options(
         metavar="K",
         help="scorecam: keep the K channels with the largest max activation, 0 = all (default: 16)",
     )
+
+
+def add_backend_options(g: argparse._ActionsContainer) -> None:
+    """--backend and --onnx: run an `rtsal export` file with ONNX Runtime instead of the torch engine."""
+    g.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="torch (the engine, default) or onnxruntime (runs the --onnx file written by `rtsal export`; "
+        "--model, --size and the FastCAM settings then come from the file)",
+    )
+    g.add_argument("--onnx", default=None, metavar="FILE", help="the .onnx file for --backend onnxruntime")
 
 
 def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") -> None:
@@ -215,6 +228,15 @@ def apply_threads(args: argparse.Namespace) -> int:
     return n
 
 
+def engine_inputs(args: argparse.Namespace) -> list[str]:
+    """The files the engine options read (``--weights PATH``, ``--onnx FILE``): inputs like any other, which
+    no output of the run may replace."""
+    weights = getattr(args, "weights", None)
+    found = [weights] if weights and weights.lower() not in ("default", "none") else []
+    onnx = getattr(args, "onnx", None)
+    return found + ([onnx] if onnx else [])
+
+
 def check_engine_args(args: argparse.Namespace) -> None:
     """The engine options' values, before the model loads (exit 2 for a bad one)."""
     if not 32 <= args.size <= MAX_SIZE:
@@ -276,6 +298,10 @@ def make_runner(args: argparse.Namespace):
     methods run on the Explainer's one pass; comparison methods run their own passes on its model."""
     from rtsal.methods import build_runner
 
+    if getattr(args, "backend", "torch") == "onnxruntime":
+        return make_ort_runner(args)
+    if getattr(args, "onnx", None):
+        raise UsageError("--onnx needs --backend onnxruntime")
     method = getattr(args, "method", "fastcam")
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
@@ -294,3 +320,19 @@ def make_runner(args: argparse.Namespace):
     except BaseException:
         explainer.close()
         raise
+
+
+def make_ort_runner(args: argparse.Namespace):
+    """The ONNX Runtime runner for ``--backend onnxruntime --onnx FILE`` (engine methods only)."""
+    if not getattr(args, "onnx", None):
+        raise UsageError("--backend onnxruntime needs --onnx FILE (write one with `rtsal export`)")
+    method = getattr(args, "method", "fastcam")
+    if method not in METHODS or not METHODS[method].engine:
+        raise UsageError(f"--backend onnxruntime runs the engine methods only, not {method!r}")
+    if getattr(args, "target", None) is not None:
+        raise UsageError("--target needs the torch backend: an ONNX export explains the top-1 class")
+    if getattr(args, "device", "cpu") != "cpu":
+        raise UsageError("--backend onnxruntime runs on the CPU: leave out --device")
+    from rtsal.deploy.runtime import OrtExplainer
+
+    return OrtExplainer(args.onnx, method=method, threads=getattr(args, "threads", None))

@@ -15,6 +15,7 @@ from rtsal.commands.common import (
     add_view_options,
     check_engine_args,
     check_view_args,
+    engine_inputs,
     finite_float,
 )
 from rtsal.errors import Interrupted, UsageError
@@ -77,7 +78,8 @@ def check_live_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be positive, got {value}")
     source = getattr(args, "source", None)
     local = source if source and Path(source).exists() else None
-    check_outputs([local], [("--record", args.record), ("--stats-json", args.stats_json)])
+    outputs = [("--record", args.record), ("--stats-json", args.stats_json)]
+    check_outputs([local, *engine_inputs(args)], outputs)
 
 
 def run(args: argparse.Namespace) -> int:

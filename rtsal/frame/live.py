@@ -93,7 +93,7 @@ class LiveSession:
             method=explainer.method, view=settings.view, cmap=settings.cmap, alpha=settings.alpha,
             target=explainer.target,
         )
-        self.hotkeys = Hotkeys(self.state, tuple(METHODS), VIEWS, CMAPS)
+        self.hotkeys = Hotkeys(self.state, explainer.methods, VIEWS, CMAPS)
         self.renderer = FrameRenderer(settings.view, settings.cmap, settings.alpha, smooth=settings.smooth)
         self.monitor = PipelineMonitor()
         self.hud = Hud()

@@ -18,6 +18,7 @@ import csv
 import io
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,7 @@ class VideoJob:
         maps: optional ``.npz`` of every frame's maps at model resolution (float16).
         csv_path: optional CSV, one row per frame (top-5 classes, target, stage timings).
         meta: extra metadata stored in the ``.npz`` (model, method).
+        inputs: other files the run reads (weights, an ONNX file): no output may replace them.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class VideoJob:
         maps: str | Path | None = None,
         csv_path: str | Path | None = None,
         meta: dict[str, Any] | None = None,
+        inputs: Sequence[str | Path] = (),
     ) -> None:
         from rtsal.io.video import AudioSource, VideoReader, VideoWriter, check_codec
 
@@ -128,7 +131,7 @@ class VideoJob:
         self.maps_path, self.csv_path = maps, csv_path
         self.meta = dict(meta or {})
         check_codec(s.codec)
-        check_outputs([input], [("-o", output), ("--maps", maps), ("--csv", csv_path)])
+        check_outputs([input, *inputs], [("-o", output), ("--maps", maps), ("--csv", csv_path)])
         self.reader = VideoReader(input, start=s.start, end=s.end)
         try:
             info = self.info = self.reader.info
