@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    from rtsal.io.safe import atomic_write_text
+    from rtsal.outputs import atomic_write_text
 
     atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {out}", file=sys.stderr)

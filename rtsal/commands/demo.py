@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_photos(args: argparse.Namespace) -> int:
     from rtsal.commands.image import explain_files, plan_outputs
-    from rtsal.io.safe import check_outputs
+    from rtsal.outputs import check_outputs
 
     args.view = args.view or "side"
     args.compile = False  # eight photographs of different sizes: one graph each would not pay off

@@ -64,7 +64,7 @@ def add_live_options(p: argparse.ArgumentParser) -> None:
 
 def check_live_args(args: argparse.Namespace) -> None:
     """Usage and output checks that need no model, before anything is opened."""
-    from rtsal.io.safe import check_outputs
+    from rtsal.outputs import check_outputs
 
     check_view_args(args)
     check_engine_args(args)
@@ -182,6 +182,6 @@ def run_live(args: argparse.Namespace, source: Any, recorder: Any, title: str) -
 def write_stats(path: str | None, summary: dict[str, Any]) -> None:
     """``--stats-json``, written atomically."""
     if path:
-        from rtsal.io.safe import atomic_write_text
+        from rtsal.outputs import atomic_write_text
 
         atomic_write_text(path, json.dumps(summary, indent=2) + "\n")

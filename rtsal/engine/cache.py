@@ -12,10 +12,8 @@ A compiled package is code that will be loaded into this process, so the cache t
   SHA-256 must match what was recorded at write time; anything else (truncated, corrupt, foreign, another
   torch) is deleted and rebuilt.
 - **Writes are atomic**: the package and then its record go to a temporary file in the folder and are moved
-  into place with ``os.replace``, so two processes can share the folder and a crash leaves no half entry.
-
-The engine may not import :mod:`rtsal.io`, so the atomic write here is a few lines of its own (same recipe as
-``rtsal.io.safe``: temp file in the same folder, fsync, ``os.replace``).
+  into place with ``os.replace`` (:class:`rtsal.outputs.AtomicPath`, mode 0600, fsync first), so two
+  processes can share the folder and a crash leaves no half entry.
 """
 
 from __future__ import annotations
@@ -25,13 +23,13 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from rtsal.errors import RtsalError
+from rtsal.outputs import AtomicPath, sha256_file
 
 __all__ = ["Cache", "CacheEntry", "CacheError", "FORMAT", "default_cache_dir", "spec_key"]
 
@@ -60,31 +58,6 @@ def spec_key(spec: Mapping[str, object]) -> str:
     """The entry name of a spec: SHA-256 of its canonical JSON, 32 hex digits."""
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _atomic(final: Path) -> Iterator[Path]:
-    """A temporary path beside ``final`` (same suffix), moved into place when the block succeeds."""
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 @dataclass(frozen=True)
@@ -156,7 +129,7 @@ class Cache:
         if not stat.S_ISREG(st.st_mode) or st.st_size != meta.get("bytes"):
             return False
         try:
-            return _sha256(package) == meta.get("sha256")
+            return sha256_file(package) == meta.get("sha256")
         except OSError:
             return False
 
@@ -166,12 +139,14 @@ class Cache:
         self.ensure()
         key = spec_key(spec)
         package, record = self.paths(key)
-        with _atomic(package) as tmp:
-            write(tmp)
-            digest, size = _sha256(tmp), os.stat(tmp).st_size
+        with AtomicPath(package, mode=0o600, fsync=True) as out:
+            write(out.tmp)
+            digest, size = sha256_file(out.tmp), os.stat(out.tmp).st_size
+            out.commit()
         meta = {"format": FORMAT, "spec": spec, "sha256": digest, "bytes": size, "created": time.time()}
-        with _atomic(record) as tmp:
-            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        with AtomicPath(record, mode=0o600, fsync=True) as out:
+            out.tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+            out.commit()
         return package
 
     def remove(self, key: str) -> None:

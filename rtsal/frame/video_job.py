@@ -6,7 +6,7 @@ three threads, every frame in order, original timestamps and audio kept, outputs
     with VideoJob("in.mp4", "out.mp4", VideoSettings(view="lovi")) as job:   # checks and opens, no model
         summary = job.run(frame_explainer)                                     # the model's work
 
-Nothing is lost: every output is checked before any work (:func:`rtsal.io.safe.check_outputs`), written to
+Nothing is lost: every output is checked before any work (:func:`rtsal.outputs.check_outputs`), written to
 a temporary file and moved into place when finished; SIGINT, SIGTERM and SIGHUP finish the frames done into
 a playable file (then :class:`rtsal.errors.Interrupted`); zero frames written is an error and leaves an
 older file as it was.
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from rtsal.errors import Interrupted, VideoIOError
 from rtsal.frame.render import FrameRenderer
 from rtsal.interrupts import Interrupts
-from rtsal.io.safe import AtomicPath, check_outputs
 from rtsal.io.video import DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET
+from rtsal.outputs import AtomicPath, check_outputs
 
 if TYPE_CHECKING:
     from rtsal.frame.infer import FrameExplainer, FrameResult
