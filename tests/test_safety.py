@@ -25,7 +25,7 @@ from helpers import DATA, make_clip, pipeline_threads, probe
 
 from rtsal.cli import main
 from rtsal.errors import UsageError, VideoIOError
-from rtsal.io.safe import AtomicPath, atomic_write_text, check_outputs, same_file
+from rtsal.outputs import AtomicPath, atomic_write_text, check_outputs, same_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--model", "resnet18", "--weights", "none", "--size", "64"]  # a real model, quick to build

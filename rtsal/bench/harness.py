@@ -554,7 +554,7 @@ def plot(rows: Sequence[Timing], title: str, path: str) -> None:
     names = [lib for lib in COLOURS if any(r.library == lib for r in rows)]
     ax.legend(handles, names, loc="lower right", fontsize=8)
     fig.tight_layout()
-    from rtsal.io.safe import AtomicPath
+    from rtsal.outputs import AtomicPath
 
     try:
         with AtomicPath(path) as out:  # the chart appears at ``path`` complete, or not at all

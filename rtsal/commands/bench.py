@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         from rtsal.deploy.onnx import require_onnx
 
         require_onnx()
-    from rtsal.io.safe import check_outputs
+    from rtsal.outputs import check_outputs
 
     check_outputs([args.onnx], [("--json", args.json), ("--plot", args.plot)])
     json_path = Path(args.json) if args.json else None
@@ -192,6 +192,6 @@ def _sweep(bm, s, args, ks: list[int], header: str, json_path: Path | None, env:
 def _write_json(path: Path, data: dict) -> None:
     import json
 
-    from rtsal.io.safe import atomic_write_text
+    from rtsal.outputs import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -32,8 +32,21 @@ def add_model_options(g: argparse._ActionsContainer) -> None:
     )
 
 
-def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
-    """--model, --weights, --method and the FastCAM settings."""
+def add_engine_options(
+    p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None, compile_default: bool = False
+) -> None:
+    """--model, --weights, --method, the FastCAM settings and --compile / --cache-dir.
+
+    ``compile_default``: the live and video commands compile by default, in the background (eager frames
+    until the graph is ready); the others only with ``--compile``, built before the first image. The
+    environment variable ``RTSAL_COMPILE`` (1/0) overrides the default.
+    """
+    import os
+
+    live = compile_default
+    env = os.environ.get("RTSAL_COMPILE")  # the default for every command, e.g. RTSAL_COMPILE=0 in tests
+    if env is not None:
+        compile_default = env.strip().lower() not in ("0", "off", "no", "false", "")
     g = p.add_argument_group("model and method")
     add_model_options(g)
     g.add_argument(
@@ -85,6 +98,22 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         metavar="NAME",
         help="layer for the comparison methods (gradcam-full, scorecam, ...; default: last scale end)",
     )
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=compile_default,
+        help="run the compiled engine: forward pass and maps as one graph, built once per input size and "
+        "cached (" + ("built in the background while eager frames flow; default: on" if compile_default
+                      else "built before the first image, tens of seconds; default: off") + ")",
+    )
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="compiled-graph cache (default: $RTSAL_CACHE_DIR, else $XDG_CACHE_HOME/rtsal, else "
+        "~/.cache/rtsal; see `rtsal cache`)",
+    )
+    p.set_defaults(compile_mode="background" if live else True)
     g.add_argument(
         "--cskip",
         type=int,
@@ -253,7 +282,17 @@ def make_explainer(args: argparse.Namespace) -> Explainer:
         layers=args.layers.split(",") if args.layers else None,
         device=args.device,
         size=args.size,
+        compile=compile_setting(args),
+        cache_dir=getattr(args, "cache_dir", None),
     )
+
+
+def compile_setting(args: argparse.Namespace) -> bool | str:
+    """The Explainer's ``compile``: False, True (build before the first call) or "background"; off for the
+    comparison methods, which run their own passes on the model."""
+    if not getattr(args, "compile", False) or not METHODS[getattr(args, "method", "fastcam")].engine:
+        return False
+    return getattr(args, "compile_mode", True)
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -286,7 +325,8 @@ def make_runner(args: argparse.Namespace):
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     engine = METHODS[method].engine
-    engine_args = args if engine else argparse.Namespace(**{**vars(args), "method": "fastcam"})
+    plain = {"method": "fastcam", "compile": False}  # the comparison methods run their own passes
+    engine_args = args if engine else argparse.Namespace(**{**vars(args), **plain})
     explainer = make_explainer(engine_args)
     try:
         return build_runner(

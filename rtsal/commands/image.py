@@ -18,7 +18,7 @@ from rtsal.commands.common import (  # noqa: I001
     write_rgb,
 )
 from rtsal.errors import RtsalError, UsageError, VideoIOError
-from rtsal.io.safe import check_outputs
+from rtsal.outputs import check_outputs
 from rtsal.models import MODELS
 
 

@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_threads_option(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
-    add_engine_options(p)
+    add_engine_options(p, compile_default=True)
     add_view_options(p)
     return p
 

@@ -2,7 +2,7 @@
 
 The graph is traced by ``torch.onnx.export``, first with the dynamo exporter (``torch.export``), then, if
 that cannot trace the model, with the TorchScript exporter. The file is written atomically
-(``rtsal.io.safe``): the output path holds the old file or the complete new one, never a partial one.
+(``rtsal.outputs``): the output path holds the old file or the complete new one, never a partial one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtsal.errors import ModelError, UsageError
-from rtsal.io.safe import atomic_write_bytes, check_outputs
+from rtsal.outputs import atomic_write_bytes, check_outputs
 
 if TYPE_CHECKING:
     from torch import nn

@@ -6,7 +6,7 @@ three threads, every frame in order, original timestamps and audio kept, outputs
     with VideoJob("in.mp4", "out.mp4", VideoSettings(view="lovi")) as job:   # checks and opens, no model
         summary = job.run(frame_explainer)                                     # the model's work
 
-Nothing is lost: every output is checked before any work (:func:`rtsal.io.safe.check_outputs`), written to
+Nothing is lost: every output is checked before any work (:func:`rtsal.outputs.check_outputs`), written to
 a temporary file and moved into place when finished; SIGINT, SIGTERM and SIGHUP finish the frames done into
 a playable file (then :class:`rtsal.errors.Interrupted`); zero frames written is an error and leaves an
 older file as it was.
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from rtsal.errors import Interrupted, VideoIOError
 from rtsal.frame.render import FrameRenderer
 from rtsal.interrupts import Interrupts
-from rtsal.io.safe import AtomicPath, check_outputs
 from rtsal.io.video import DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET
+from rtsal.outputs import AtomicPath, check_outputs
 
 if TYPE_CHECKING:
     from rtsal.frame.infer import FrameExplainer, FrameResult
@@ -40,7 +40,7 @@ MIN_SIDE = 8  # frames smaller than this on a side cannot be explained meaningfu
 CSV_HEAD = (
     ["index", "pts"]
     + [f"{c}{k}" for k in range(1, TOPK_CSV + 1) for c in ("class", "label", "score")]
-    + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch"]
+    + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch", "engine"]
     + ["window_start", "window_end"]  # clip models: the frames of the clip this frame's map comes from
 )
 
@@ -363,6 +363,7 @@ class VideoJob:
             f"{render_ms:.3f}",
             f"{encode_ms:.3f}",
             fr.batch,
+            r.engine,  # compiled, eager, eager (compiling), eager (fallback)
             *(fr.window if fr.window is not None else ("", "")),
         ]
         self._csv.writerow(row)
