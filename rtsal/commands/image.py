@@ -18,8 +18,8 @@ from rtsal.commands.common import (  # noqa: I001
     write_rgb,
 )
 from rtsal.errors import RtsalError, UsageError, VideoIOError
-from rtsal.outputs import check_outputs
 from rtsal.models import MODELS
+from rtsal.outputs import check_outputs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
