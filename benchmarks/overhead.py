@@ -2,7 +2,8 @@
 
 For each model at 224x224 (clip models: a 16-frame clip at their own 112x112), batch 1: a plain
 ``inference_mode`` forward of the same model (no hooks) and the whole ``Explainer.explain`` call are timed
-interleaved in one loop; the saliency step alone is then timed on recorded activations. Everything is reported as a ratio to the forward pass measured in the same run.
+interleaved in one loop; the saliency step alone is then timed on recorded activations. Everything is
+reported as a ratio to the forward pass measured in the same run.
 
 With ``--compile on`` (the default) the same loop also times the compiled engine: the plain forward compiled
 the same way (export + AOTInductor, freezing) and the compiled ``explain``, with build times (cold cache) and

@@ -170,6 +170,21 @@ def test_without_dask_runs_in_process_and_says_how_to_get_workers(archive, tmp_p
     assert "1 done, 1 failed" in captured.out
 
 
+def test_a_clip_model_runs_its_sliding_window_file_by_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # in-process: the same worker code, one engine
+    clip(tmp_path / "in" / "a.mp4", frames=10, seed=0)
+    clip(tmp_path / "in" / "b.mp4", frames=9, seed=1)
+    out = tmp_path / "out"
+    code = main(["batch", str(tmp_path / "in"), "-o", str(out), "--model", "r3d_18", "--weights", "none",
+                 "--size", "32", "--clip-len", "8", "--clip-stride", "4"])
+    assert code == 0, capsys.readouterr().err
+    assert decoded(out / "a.mp4") == (10, 1) and decoded(out / "b.mp4") == (9, 1)
+    rows = (out / "b.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    first = dict(zip(head, rows[1].split(","), strict=True))
+    assert first["window_start"] == "0"  # b's first window holds b's frames only, not the end of a
+
+
 # -- real clusters ------------------------------------------------------------------------------------------
 
 

@@ -133,6 +133,9 @@ class _Counting:
     def class_names(self) -> Any:
         return self._explainer.class_names
 
+    def reset(self) -> None:
+        self._explainer.reset()
+
     def __call__(self, frames: Any) -> Any:
         out = self._explainer(frames)
         self._frames += len(frames)
@@ -185,7 +188,8 @@ def run_file(
         with VideoJob(
             task.input, tmp["video"], task.video, maps=tmp.get("maps"), csv_path=tmp.get("csv"), meta=meta
         ) as job:
-            frames = job.run(_Counting(engine.explainer, task.input, progress or _dask_progress())).frames
+            counting = _Counting(engine.explainer, task.input, progress or _dask_progress())
+            frames = job.run(counting, batch=getattr(engine.explainer, "stride", None)).frames
         seconds = time.perf_counter() - t1
         hashes = {kind: sha256_file(a.tmp) for kind, a in temps.items()}
         for a in temps.values():

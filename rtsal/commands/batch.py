@@ -128,7 +128,7 @@ def build_engine(settings: dict[str, Any]) -> Any:
     """A worker's engine for these engine options: the frame layer's explainer over the chosen method's
     runner, and the SHA-256 of the weights it loaded (module-level, so Dask pickles it by name)."""
     from rtsal.batch.worker import Engine
-    from rtsal.frame.infer import FrameExplainer
+    from rtsal.frame.clips import frame_explainer
 
     args = argparse.Namespace(**settings)
     apply_threads(args)
@@ -137,8 +137,10 @@ def build_engine(settings: dict[str, Any]) -> Any:
 
         # random weights: the same on every worker, or one archive would be explained by several models
         torch.manual_seed(0)
-    explainer = FrameExplainer(
-        make_runner(args), args.method, target=args.target, layer=args.target_layer, cskip=args.cskip
+    explainer = frame_explainer(  # a sliding window for clip models, as `rtsal video` runs them
+        make_runner(args), args.method, clip_len=getattr(args, "clip_len", None),
+        clip_stride=getattr(args, "clip_stride", None), target=args.target, layer=args.target_layer,
+        cskip=args.cskip,
     )
     try:
         return Engine(explainer, _weights_sha256(explainer.runner.model))

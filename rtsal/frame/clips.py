@@ -59,6 +59,10 @@ class ClipFrameExplainer(FrameExplainer):
         self._ring: deque[tuple[int, np.ndarray]] = deque(maxlen=clip_len)
         self.windows = 0  # windows explained so far
 
+    def reset(self) -> None:
+        """A new video: its first window starts empty."""
+        self._ring.clear()
+
     def window(self) -> tuple[np.ndarray, tuple[int, int]]:
         """The clip to explain: the ring's frames, front-padded with its first frame to ``clip_len`` ->
         (uint8 (clip_len, H, W, 3), (first index, last index))."""

@@ -96,6 +96,9 @@ class FrameExplainer:
             )
         self.method = method
 
+    def reset(self) -> None:
+        """Forget what belongs to the previous video (nothing here; a clip model's window of frames)."""
+
     def explain(self, images: Any) -> SaliencyResult:
         """RGB uint8 (H, W, 3) or (N, H, W, 3) -> the current method's result, maps at model resolution."""
         return self._runners[self.method].explain(images, self.target, size="model")

@@ -193,6 +193,7 @@ class VideoJob:
         t0 = time.perf_counter()
         with Interrupts() as signals:
             try:
+                explainer.reset()  # a new video: no window of frames from the last one
                 self._open_side_outputs(explainer)
                 run_pipeline(
                     self.reader, explainer, self._render, live=False, batch=batch or self.settings.batch
