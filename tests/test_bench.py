@@ -168,7 +168,7 @@ def test_cskip_sweep(tmp_path, capsys):
     [
         (["--iters", "0"], 2, "--iters must be at least 1"),
         (["--cskip-sweep", "8,x"], 2, "--cskip-sweep"),
-        (["--json", "/nonexistent-dir/b.json"], 1, "no directory"),
+        (["--json", "/nonexistent-dir/b.json"], 1, "does not exist"),
         (["--only", "no-such-method"], 2, "no method matched"),
         (["--target-layer", "layer9"], 2, "no module named 'layer9'"),
     ],
