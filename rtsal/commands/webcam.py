@@ -16,6 +16,7 @@ from rtsal.commands.common import (
     check_engine_args,
     check_view_args,
     finite_float,
+    plan_streams,
 )
 from rtsal.errors import Interrupted, UsageError
 
@@ -67,6 +68,7 @@ def check_live_args(args: argparse.Namespace) -> None:
 
     check_view_args(args)
     check_engine_args(args)
+    plan_streams(args)  # --streams / --threads
     if not 0.0 <= args.smooth < 1.0:
         raise UsageError(f"--smooth must be within 0..1 (1 excluded), got {args.smooth}")
     if args.max_frames is not None and args.max_frames < 1:
@@ -119,7 +121,7 @@ def live_settings(args: argparse.Namespace):
 
     return LiveSettings(view=args.view, cmap=args.cmap, alpha=args.alpha, smooth=args.smooth,
                         max_frames=args.max_frames, snapshot_dir=args.snapshot_dir, model=args.model,
-                        size=args.size, window=not args.no_window)
+                        size=args.size, window=not args.no_window, streams=plan_streams(args).streams)
 
 
 def run_live(args: argparse.Namespace, source: Any, recorder: Any, title: str) -> int:

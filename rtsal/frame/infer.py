@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class FrameExplainer:
     once, on the same model: no model is reloaded. ``target`` pins the class the CAM explains (None: top-1).
 
     ``runner`` is owned: :meth:`close` closes it and every runner built here.
+
+    Thread-safe for the pipeline's inference streams: the engine methods (one forward pass, hooks that
+    record per thread) run concurrently on the one model; a comparison method (its own passes, shared
+    state) runs one call at a time.
     """
 
     def __init__(
@@ -63,6 +68,8 @@ class FrameExplainer:
         self._layer = layer
         self._cskip = cskip
         self._runners: dict[str, Runner] = {method: runner}
+        self._build_lock = threading.Lock()
+        self._serial = threading.Lock()  # comparison methods: one call at a time
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -76,18 +83,25 @@ class FrameExplainer:
         """Explain the next frames with ``method`` (hotkey m)."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}")
-        if method not in self._runners:
-            from rtsal.methods import build_runner
+        with self._build_lock:
+            if method not in self._runners:
+                from rtsal.methods import build_runner
 
-            explainer = getattr(self.runner, "explainer", self.runner)
-            self._runners[method] = build_runner(
-                method, explainer, layer=self._layer, cskip=self._cskip, close_explainer=False
-            )
-        self.method = method
+                explainer = getattr(self.runner, "explainer", self.runner)
+                self._runners[method] = build_runner(
+                    method, explainer, layer=self._layer, cskip=self._cskip, close_explainer=False
+                )
+            self.method = method
 
-    def explain(self, images: Any) -> SaliencyResult:
-        """RGB uint8 (H, W, 3) or (N, H, W, 3) -> the current method's result, maps at model resolution."""
-        return self._runners[self.method].explain(images, self.target, size="model")
+    def explain(self, images: Any, method: str | None = None) -> SaliencyResult:
+        """RGB uint8 (H, W, 3) or (N, H, W, 3) -> the result of ``method`` (default: the current one), maps at
+        model resolution."""
+        method = method or self.method
+        runner = self._runners[method]
+        if METHODS[method].engine:
+            return runner.explain(images, self.target, size="model")
+        with self._serial:
+            return runner.explain(images, self.target, size="model")
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """The pipeline's infer stage: a batch of frames -> one :class:`FrameResult` per frame."""
@@ -97,7 +111,7 @@ class FrameExplainer:
         t0 = time.perf_counter()
         images = frames[0].image if len(frames) == 1 else np.stack([f.image for f in frames])
         stacked = (time.perf_counter() - t0) * 1e3
-        result = self.explain(images)
+        result = self.explain(images, method)
         n = len(frames)
         timings = dict(result.timings)
         timings["preprocess"] = timings.get("preprocess", 0.0) + stacked
