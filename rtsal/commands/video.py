@@ -103,6 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """Usage checks that need no file and no model."""
     check_view_args(args)
+    plan_streams(args)  # --streams / --threads
     check_engine_args(args)
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
@@ -112,7 +113,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--crf must be within 0..51 (x264) or 0..63 (VP9), got {args.crf:g}")
     if args.start is not None and args.start < 0:
         raise UsageError(f"--start must be >= 0 seconds, got {args.start:g}")
-    plan_streams(args)  # --streams / --threads
     if args.end is not None and args.end <= (args.start or 0.0):
         raise UsageError(f"--end ({args.end:g} s) must come after --start ({args.start or 0.0:g} s)")
     names = [Path(x).resolve() for x in (args.output, args.maps, args.csv) if x]

@@ -67,8 +67,8 @@ def check_live_args(args: argparse.Namespace) -> None:
     from rtsal.io.safe import check_outputs
 
     check_view_args(args)
-    check_engine_args(args)
     plan_streams(args)  # --streams / --threads
+    check_engine_args(args)
     if not 0.0 <= args.smooth < 1.0:
         raise UsageError(f"--smooth must be within 0..1 (1 excluded), got {args.smooth}")
     if args.max_frames is not None and args.max_frames < 1:
