@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from rtsal.cli import build_parser  # noqa: E402
 from rtsal.commands.common import make_runner  # noqa: E402
-from rtsal.commands.video import VideoJob  # noqa: E402
-from rtsal.io.video import AudioSource, VideoReader, VideoWriter  # noqa: E402
+from rtsal.frame.video_job import VideoJob  # noqa: E402
+from rtsal.io.video import VideoReader, VideoWriter  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
 AUDIO_RATE = 48000
@@ -133,38 +133,55 @@ def bench_model(explainer, frames: list[np.ndarray], batch: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_job(clip: Path, out: Path, batch: int, preset: str, extra: list[str] | None = None) -> dict:
-    """One whole ``rtsal video`` job (model loaded and warmed up first, not timed); its rates."""
+def run_job(
+    clip: Path, out: Path, batch: int, preset: str, config: str, extra: list[str] | None = None
+) -> dict:
+    """One whole ``rtsal video`` job (model loaded and warmed up first, not timed) with ``--streams``/
+    ``--threads`` from ``config`` (STREAMSxTHREADS or auto); its rates, counters and per-stage CPU."""
+    from rtsal.commands.common import apply_threads
+    from rtsal.commands.video import settings_of
+    from rtsal.frame.infer import FrameExplainer
+
+    st, _, th = config.partition("x")
     args = build_parser().parse_args(
-        ["video", str(clip), "-o", str(out), "--batch", str(batch), "--preset", preset, "--no-progress"]
-        + (extra or [])
+        ["video", str(clip), "-o", str(out), "--batch", str(batch), "--preset", preset, "--no-progress",
+         "--streams", st] + (["--threads", th] if th else []) + (extra or [])
     )
-    with VideoReader(args.input) as reader, make_runner(args) as runner:
-        info = reader.info
-        warm = np.zeros((batch, info.height, info.width, 3), np.uint8)
-        explainer = getattr(runner, "explainer", runner)
-        runner.explain(explainer.preprocess(warm))
-        writer = VideoWriter(
-            out, preset=preset, rate=info.rate, time_base=info.time_base, audio=AudioSource(str(clip))
-        )
-        job = VideoJob(args, reader, writer, runner)
-        t0, c0 = time.perf_counter(), time.process_time()
-        job.run()
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    duration = info.duration or job.written / info.fps
-    cpu_ms = cpu / max(1, job.written) * 1e3
+    before = torch.get_num_threads()
+    threads = apply_threads(args)
+    try:
+        with VideoJob(args.input, args.output, settings_of(args)) as job, \
+                FrameExplainer(make_runner(args), args.method) as explainer:
+            info = job.info
+            explainer.explain(np.zeros((batch, info.height, info.width, 3), np.uint8))  # warm-up
+            summary = job.run(explainer)
+    finally:
+        torch.set_num_threads(before)
+    stats = summary.stats or {}
+    duration = summary.span_s or summary.frames / (info.fps or 25)
     return {
+        "config": config,
+        "streams": stats.get("streams"),
+        "threads_per_stream": threads,
         "batch": batch,
         "preset": preset,
-        "frames": job.written,
-        "elapsed_s": round(elapsed, 3),
-        "fps": round(job.written / elapsed, 2),
-        "x_real_time": round(duration / elapsed, 3),
+        "frames": summary.frames,
+        "elapsed_s": round(summary.elapsed_s, 3),
+        "fps": round(summary.fps, 2),
+        "x_real_time": round(duration / summary.elapsed_s, 3),
+        "latency_ms": stats.get("latency_ms"),
+        "dropped": stats.get("dropped"),
+        "rss_mb": stats.get("rss_mb"),
+        "cpu_ms": stats.get("cpu_ms"),
         # CPU time of this process per frame (all threads): robust to other load on the machine; the
         # machine's cores can do at most cores * 1000 / cpu_ms frames/s of it
-        "cpu_ms_per_frame": round(cpu_ms, 2),
-        "cpu_bound_fps": round((os.cpu_count() or 1) * 1e3 / cpu_ms, 1),
+        "cpu_ms_per_frame": round(stats.get("cpu_ms_process_per_frame", float("nan")), 2),
+        "cpu_bound_fps": round(_cores() * 1e3 / stats.get("cpu_ms_process_per_frame", float("inf")), 1),
     }
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def save_example(clip: Path, png: Path, t: float, tmp: Path) -> None:
@@ -198,6 +215,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0, help="clip length (default 8)")
     p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--frames", type=int, default=None, help="clip length in frames (overrides --seconds)")
     p.add_argument("--size", default="1280x720", help="WxH of the clip (default 1280x720)")
     p.add_argument("--batches", default="1,2,4,8", help="batch sizes for the model and the pipeline")
     p.add_argument("--presets", default="ultrafast,superfast,veryfast,faster,medium", help="libx264 presets")
@@ -207,7 +225,12 @@ def main() -> int:
     p.add_argument(
         "--threads",
         default=None,
-        help="torch intra-op thread counts to try in the pipeline, e.g. 1,2 (default: torch's, then 1)",
+        help="torch intra-op thread counts for the model-only rows, e.g. 1,2 (default: all cores, then 1)",
+    )
+    p.add_argument(
+        "--configs",
+        default="auto,1x2,2x1",
+        help="pipeline runs as STREAMSxTHREADS or auto (default: auto,1x2,2x1)",
     )
     p.add_argument("--stages", default="decode,encode,model,pipeline", help="what to time (default: all)")
     p.add_argument("--decoders", default="AUTO,FRAME,SLICE,NONE", help="decoder thread types to time")
@@ -215,7 +238,9 @@ def main() -> int:
     p.add_argument("--example", default=None, metavar="PNG", help="also save an output frame here")
     p.add_argument("--quick", action="store_true", help="tiny clip and few settings: checks the script")
     a = p.parse_args()
-    default_threads = torch.get_num_threads()
+    default_threads = _cores()
+    if a.frames:
+        a.seconds = a.frames / a.fps
     if a.quick:
         a.seconds, a.size, a.batches, a.presets, a.decoders = (
             1.0,
@@ -289,15 +314,17 @@ def main() -> int:
         del frames, sample
 
         runs = []
-        for th in threads if "pipeline" in stages else ():
-            torch.set_num_threads(th)
+        for config in a.configs.split(",") if "pipeline" in stages else ():
             for b in batches:
-                r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset)
-                r["torch_threads"] = th
+                r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset, config)
                 runs.append(r)
-                label = f"rtsal video, batch {b}, {th} thread(s)"
+                plan = f"{r['streams']}x{r['threads_per_stream']}"
+                label = f"rtsal video, --streams {config} ({plan}), batch {b}"
                 rows.append((label, r["fps"], r["x_real_time"]))
         torch.set_num_threads(default_threads)
+        model_ref = max(model.values()) if model else None
+        for r in runs:
+            r["ratio_to_model_only"] = round(r["fps"] / model_ref, 3) if model_ref else None
         results["pipeline"] = runs
         best = max(runs, key=lambda r: r["fps"]) if runs else None
         results["best"] = best
@@ -313,14 +340,22 @@ def main() -> int:
     print(f"{'stage':44s} {'frames/s':>9s} {'x real time':>12s}")
     for name, fps, xrt in rows:
         print(f"{name:44s} {fps:9.1f} {xrt:12.2f}")
+    stages_cpu = ["capture", "infer", "maps to host", "resize", "view", "labels", "render", "encode"]
+    print("\nper run: model-only reference = the best model row; CPU ms per frame of each stage's own thread")
+    print(f"{'run':34s} {'vs model':>8s} {'lat. med/p95 ms':>16s} {'CPU ms/fr':>9s} {'RSS MB':>7s}  "
+          + " ".join(f"{k[:8]:>8s}" for k in stages_cpu))
     for r in runs:
+        c, lat = r["cpu_ms"] or {}, r["latency_ms"] or {}
+        ratio = f"{100 * r['ratio_to_model_only']:.0f}%" if r.get("ratio_to_model_only") else "-"
         print(
-            f"  batch {r['batch']}, {r['torch_threads']} thread(s): {r['cpu_ms_per_frame']:.1f} CPU ms/frame "
-            f"-> at most {r['cpu_bound_fps']:.1f} frames/s on {os.cpu_count()} cores"
+            f"{r['config']} ({r['streams']}x{r['threads_per_stream']}) b{r['batch']}".ljust(34) + " "
+            f"{ratio:>8s} {lat.get('median', float('nan')):7.0f}/{lat.get('p95', float('nan')):<8.0f} "
+            f"{r['cpu_ms_per_frame']:9.1f} {r['rss_mb'] or 0:7.0f}  "
+            + " ".join(f"{c[k]:8.1f}" if k in c else f"{'-':>8s}" for k in stages_cpu)
         )
     if best:
         print(
-            f"best: batch {best['batch']}, {best['torch_threads']} torch thread(s): "
+            f"best: --streams {best['config']}, batch {best['batch']}: "
             f"{best['fps']:.1f} frames/s "
             f"= {best['x_real_time']:.2f}x real time "
             f"(target 1.5x: {'met' if results['meets_target'] else 'NOT met'})"

@@ -123,6 +123,7 @@ class LiveSession:
         self.last_topk: list[int] = []
         self.snapshots_saved = 0
         self.rendered_frames = 0
+        self.threads: int | None = None  # torch threads per stream during the run
         self.stats = None
 
     # -- infer thread -----------------------------------------------------------------------------------
@@ -225,6 +226,7 @@ class LiveSession:
         main_loop: Callable[[], bool] | None = self.main_loop if self.settings.window else None
         self.t_start = time.perf_counter()
         self.cpu_start = time.process_time()
+        self.threads = _torch_threads()
         self.stats = run_pipeline(source, self.infer, self.render, live=self.live, stop=self.stop,
                                   monitor=self.monitor, main_loop=main_loop, streams=self.settings.streams)
         return self.stats
@@ -269,5 +271,5 @@ class LiveSession:
         }))
         out.update(model=self.settings.model, method=self.state.method, live=self.live,
                    interrupted=interrupted, smooth=self.settings.smooth, size=self.settings.size,
-                   threads_per_stream=_torch_threads())
+                   threads_per_stream=self.threads or _torch_threads())
         return out
