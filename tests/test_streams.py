@@ -122,9 +122,8 @@ def test_a_stream_that_raises_stops_the_run(live):
     assert not pipeline_threads()
 
 
-def test_engine_streams_share_one_model_and_each_gets_its_own_maps():
-    """Two threads explaining different images on one Explainer at once get the same maps as one at a
-    time (the hooks record per thread)."""
+def tiny_explainer():
+    """A small seeded CNN with three scales and a linear head (the closed-form CAM), at 32x32."""
     import torch
     from torch import nn
 
@@ -133,31 +132,73 @@ def test_engine_streams_share_one_model_and_each_gets_its_own_maps():
     def block(i: int, o: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(i, o, 3, 2, 1), nn.BatchNorm2d(o), nn.ReLU())
 
-    torch.manual_seed(0)  # a small seeded CNN with three scales and a linear head (the closed-form CAM)
+    torch.manual_seed(0)
     model = nn.Sequential(block(3, 8), block(8, 16), block(16, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(32, 10)).eval()
+    return Explainer(model, size=32, class_names=[f"c{i}" for i in range(10)])
+
+
+def run_two(work) -> list[BaseException]:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def target(k: int) -> None:
+        barrier.wait()
+        try:
+            work(k)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    ts = [threading.Thread(target=target, args=(k,)) for k in (0, 1)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    return errors
+
+
+def test_engine_streams_share_one_model_and_each_gets_its_own_maps():
+    """Two threads explaining different images on one Explainer at once get the same maps as one at a
+    time (the hooks record per thread)."""
+    import torch
+
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
-    with Explainer(model, size=32, class_names=[f"c{i}" for i in range(10)]) as e:
+    with tiny_explainer() as e:
         alone = [e.explain(img, size="model").saliency for img in images]
         out: dict[int, list] = {0: [], 1: []}
-        barrier = threading.Barrier(2)
 
         def work(k: int) -> None:
-            barrier.wait()
             for _ in range(3):
                 for j in range(k, len(images), 2):
                     out[k].append((j, e.explain(images[j], size="model").saliency))
 
-        ts = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
+        assert not run_two(work)
     for k in (0, 1):
         assert len(out[k]) == 6
         for j, sal in out[k]:
             torch.testing.assert_close(sal, alone[j])
+
+
+def test_frame_explainer_runs_a_comparison_method_alone():
+    """A comparison method takes the engine's hooks off the shared model; an engine call in another stream
+    at the same time must wait for it rather than fail."""
+    from rtsal.frame.infer import FrameExplainer
+    from rtsal.methods import build_runner
+
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    e = tiny_explainer()
+    with FrameExplainer(build_runner("fastcam", e, close_explainer=True), "fastcam") as fx:
+        fx.set_method("gradcam-full")
+        fx.set_method("fastcam")
+
+        def work(k: int) -> None:
+            for _ in range(6):
+                r = fx.explain(image, "fastcam" if k == 0 else "gradcam-full")
+                assert r.saliency.shape[-2:] == (32, 32)
+
+        errors = run_two(work)
+    assert not errors, errors
 
 
 def test_plan_streams_rule_and_validation():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +40,37 @@ class FrameResult:
     method: str
 
 
+class _SharedExclusive:
+    """A readers-writer lock: any number of shared holders, or one exclusive holder (writers first)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        with self._cond:
+            if exclusive:
+                self._waiting_exclusive += 1
+                self._cond.wait_for(lambda: not self._exclusive and self._shared == 0)
+                self._waiting_exclusive -= 1
+                self._exclusive = True
+            else:
+                self._cond.wait_for(lambda: not self._exclusive and self._waiting_exclusive == 0)
+                self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                if exclusive:
+                    self._exclusive = False
+                else:
+                    self._shared -= 1
+                self._cond.notify_all()
+
+
 class FrameExplainer:
     """Explains frames with the current method, keeping maps at model resolution (the render stage resizes
     only the maps its view draws). Switching method (:meth:`set_method`) builds the new method's runner
@@ -48,7 +80,8 @@ class FrameExplainer:
 
     Thread-safe for the pipeline's inference streams: the engine methods (one forward pass, hooks that
     record per thread) run concurrently on the one model; a comparison method (its own passes, shared
-    state) runs one call at a time.
+    state, and it takes the engine's hooks off the model while it runs) runs alone: no other call, of any
+    method, runs beside it (a method switch while streams are busy is safe).
     """
 
     def __init__(
@@ -69,7 +102,7 @@ class FrameExplainer:
         self._cskip = cskip
         self._runners: dict[str, Runner] = {method: runner}
         self._build_lock = threading.Lock()
-        self._serial = threading.Lock()  # comparison methods: one call at a time
+        self._model_use = _SharedExclusive()  # engine calls share the model; a comparison method owns it
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -98,9 +131,7 @@ class FrameExplainer:
         model resolution."""
         method = method or self.method
         runner = self._runners[method]
-        if METHODS[method].engine:
-            return runner.explain(images, self.target, size="model")
-        with self._serial:
+        with self._model_use.hold(exclusive=not METHODS[method].engine):
             return runner.explain(images, self.target, size="model")
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
