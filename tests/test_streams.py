@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
 
@@ -246,3 +247,29 @@ def test_no_thread_alive_after_stop_and_error():
 def test_bad_streams_argument():
     with pytest.raises(ValueError, match="streams"):
         run_pipeline(frames(1), lambda fs: fs, lambda f, r: None, live=False, streams=0)
+
+
+def test_openmp_default_only_for_the_command_line(monkeypatch):
+    """``rtsal``'s entry sets OMP_WAIT_POLICY=PASSIVE before torch loads; a user's value, a process where
+    torch is already loaded (a library user) and ``rtsal.cli.main`` are left alone."""
+    import os
+
+    from rtsal import streams
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    streams.set_cli_openmp_defaults()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    streams.set_cli_openmp_defaults()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setitem(sys.modules, "torch", object())
+    streams.set_cli_openmp_defaults()
+    assert "OMP_WAIT_POLICY" not in os.environ
+    import inspect
+
+    from rtsal import cli
+
+    assert "set_cli_openmp_defaults" in inspect.getsource(cli.entry)
+    assert "set_cli_openmp_defaults" not in inspect.getsource(cli.main)
