@@ -104,21 +104,24 @@ def make_clip(path: Path, seconds: float, fps: int, width: int, height: int) -> 
     return n
 
 
-def bench_decode(path: Path, thread_type: str) -> float:
-    """Frames/s of decode + RGB conversion."""
-    t0 = time.perf_counter()
+def bench_decode(path: Path, thread_type: str) -> tuple[float, float]:
+    """Frames/s of decode + RGB conversion, and CPU ms per frame of the whole process (codec threads too:
+    what it takes from the other stages, and robust to other load on the machine)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     with VideoReader(path, thread_type=thread_type) as r:
         n = sum(1 for _ in r)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) * 1e3 / max(1, n)
 
 
-def bench_encode(frames: list[np.ndarray], out: Path, preset: str, fps: int) -> tuple[float, int]:
-    """Frames/s of RGB -> YUV + libx264 at ``preset`` (crf 23), and the file size in bytes."""
-    t0 = time.perf_counter()
+def bench_encode(frames: list[np.ndarray], out: Path, preset: str, fps: int) -> tuple[float, int, float]:
+    """Frames/s of RGB -> YUV + libx264 at ``preset`` (crf 23), the file size in bytes, and CPU ms per frame
+    of the whole process (x264's threads too)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     with VideoWriter(out, preset=preset, rate=fps, time_base=Fraction(1, fps)) as w:
         for i, img in enumerate(frames):
             w.write(img, i / fps, 1 / fps)
-    return len(frames) / (time.perf_counter() - t0), out.stat().st_size
+    cpu = (time.process_time() - c0) * 1e3 / max(1, len(frames))
+    return len(frames) / (time.perf_counter() - t0), out.stat().st_size, cpu
 
 
 def bench_model(explainer, frames: list[np.ndarray], batch: int) -> float:
@@ -281,23 +284,25 @@ def main() -> int:
         results["clip"]["frames"] = n
 
         stages = set(a.stages.split(","))
-        decode = {}
+        decode, decode_cpu = {}, {}
         for tt in a.decoders.split(",") if "decode" in stages else ():
-            decode[tt] = round(statistics.median(bench_decode(clip, tt) for _ in range(2)), 2)
-            rows.append((f"decode -> RGB, thread_type={tt}", decode[tt], decode[tt] / a.fps))
+            runs_tt = [bench_decode(clip, tt) for _ in range(2)]
+            decode[tt] = round(statistics.median(r[0] for r in runs_tt), 2)
+            decode_cpu[tt] = round(statistics.median(r[1] for r in runs_tt), 2)
+            rows.append((f"decode -> RGB, thread_type={tt} [{decode_cpu[tt]:.1f} CPU ms]", decode[tt],
+                         decode[tt] / a.fps))
         results["decode_fps"] = decode
+        results["decode_cpu_ms"] = decode_cpu
 
         with VideoReader(clip) as r:
             frames = [f.image for f in r]
         sample = frames[: min(len(frames), 100)]
         encode = {}
         for preset in presets if "encode" in stages else ():
-            fps, size = bench_encode(sample, tmp / f"enc-{preset}.mp4", preset, a.fps)
-            encode[preset] = {
-                "fps": round(fps, 2),
-                "kbit_s": round(size * 8 / (len(sample) / a.fps) / 1000, 1),
-            }
-            rows.append((f"encode libx264 {preset} (crf 23)", fps, fps / a.fps))
+            fps, size, cpu = bench_encode(sample, tmp / f"enc-{preset}.mp4", preset, a.fps)
+            kbit = round(size * 8 / (len(sample) / a.fps) / 1000, 1)
+            encode[preset] = {"fps": round(fps, 2), "kbit_s": kbit, "cpu_ms": round(cpu, 2)}
+            rows.append((f"encode x264 {preset} [{cpu:.1f} CPU ms, {kbit:.0f} kbit/s]", fps, fps / a.fps))
         results["encode"] = encode
 
         from rtsal.engine.explainer import Explainer
@@ -337,9 +342,9 @@ def main() -> int:
         f"\nrtsal video on a {width}x{height} {a.fps} fps H.264 clip with audio, {n} frames "
         f"({os.cpu_count()} CPUs; pipeline: overlay view, libx264 {a.pipeline_preset} crf 23)"
     )
-    print(f"{'stage':44s} {'frames/s':>9s} {'x real time':>12s}")
+    print(f"{'stage':56s} {'frames/s':>9s} {'x real time':>12s}")
     for name, fps, xrt in rows:
-        print(f"{name:44s} {fps:9.1f} {xrt:12.2f}")
+        print(f"{name:56s} {fps:9.1f} {xrt:12.2f}")
     stages_cpu = ["capture", "infer", "maps to host", "resize", "view", "labels", "render", "encode"]
     print("\nper run: model-only reference = the best model row; CPU ms per frame of each stage's own thread")
     print(f"{'run':34s} {'vs model':>8s} {'lat. med/p95 ms':>16s} {'CPU ms/fr':>9s} {'RSS MB':>7s}  "
