@@ -1,4 +1,4 @@
-"""The live pipeline against the model's own speed (DESIGN section 4), in one run.
+"""The live pipeline against the model's own speed (targets: the README performance section), in one run.
 
 1. **forward only**: a plain ``inference_mode`` forward of the same model (a copy without hooks,
    channels-last) on a 640x480 frame preprocessed exactly as the pipeline does, timed before and after the

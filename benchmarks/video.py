@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from rtsal.cli import build_parser  # noqa: E402
 from rtsal.commands.common import make_runner  # noqa: E402
+from rtsal.commands.video import settings_of  # noqa: E402
+from rtsal.frame.infer import FrameExplainer  # noqa: E402
 from rtsal.frame.video_job import VideoJob  # noqa: E402
 from rtsal.io.video import VideoReader, VideoWriter  # noqa: E402
 
@@ -127,11 +129,11 @@ def bench_encode(frames: list[np.ndarray], out: Path, preset: str, fps: int) -> 
 def bench_model(explainer, frames: list[np.ndarray], batch: int) -> float:
     """Frames/s of preprocess + forward + FastCAM maps at model resolution (as ``rtsal video`` runs it)."""
     stack = np.stack(frames[: max(batch, (len(frames) // batch) * batch)])
-    explainer.explain(explainer.preprocess(stack[:batch]))  # warm-up at this batch size
+    explainer.explain(stack[:batch], size="model")  # warm-up at this batch size
     t0 = time.perf_counter()
     n = 0
     for s in range(0, len(stack) - batch + 1, batch):
-        explainer.explain(explainer.preprocess(stack[s : s + batch]))
+        explainer.explain(stack[s : s + batch], size="model")
         n += batch
     return n / (time.perf_counter() - t0)
 
@@ -142,8 +144,6 @@ def run_job(
     """One whole ``rtsal video`` job (model loaded and warmed up first, not timed) with ``--streams``/
     ``--threads`` from ``config`` (STREAMSxTHREADS or auto); its rates, counters and per-stage CPU."""
     from rtsal.commands.common import apply_threads
-    from rtsal.commands.video import settings_of
-    from rtsal.frame.infer import FrameExplainer
 
     st, _, th = config.partition("x")
     args = build_parser().parse_args(

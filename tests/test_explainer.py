@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import photo
 from torch import nn
 
 from rtsal.engine.explainer import Explainer
 from rtsal.errors import UsageError
-
-from conftest import photo
 
 
 def hooks_left(model: nn.Module) -> int:

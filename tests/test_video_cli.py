@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_video_io import AUDIO_RATE, make_clip, probe, vfr_times
+from helpers import AUDIO_RATE, make_clip, probe, vfr_times
 
 from rtsal.cli import main
 from rtsal.engine.saliency.combine import upsample

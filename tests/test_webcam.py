@@ -8,16 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import decode, pan_frames, pipeline_threads, write_clip
 
 from rtsal.cli import main
 from rtsal.errors import CaptureError
@@ -28,53 +26,14 @@ from rtsal.render.hud import Hud, HudInfo
 from rtsal.render.smooth import MapSmoother
 from rtsal.types import Frame, SaliencyResult, TopK
 
-from conftest import photo
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def pipeline_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("rtsal-")]
-
-
-def pan_frames(n: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """A slow pan across the coffee photograph: real content, a different picture every frame."""
-    src = photo("coffee")
-    w, h = size
-    crop_w, crop_h = 480, 360
-    out = []
-    for k in range(n):
-        x = round((src.shape[1] - crop_w) * k / max(1, n - 1))
-        out.append(cv2.resize(src[20 : 20 + crop_h, x : x + crop_w], (w, h), interpolation=cv2.INTER_AREA))
-    return out
-
-
-def write_clip(path: Path, frames: list[np.ndarray], fps: int) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=Fraction(fps))
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        s.options = {"preset": "ultrafast", "crf": "18"}
-        for k, rgb in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = k
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
-def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        frames = list(c.decode(s))
-        return [f.to_ndarray(format="rgb24") for f in frames], [float(f.pts * s.time_base) for f in frames]
+PAN = (480, 360, 20)  # a 480x360 window 20 rows down the coffee photo
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """12 frames, 160x120, 10 fps."""
-    return write_clip(tmp_path_factory.mktemp("clip") / "pan.mp4", pan_frames(12, (160, 120)), fps=10)
+    return write_clip(tmp_path_factory.mktemp("clip") / "pan.mp4", pan_frames(12, 160, 120, crop=PAN), fps=10)
 
 
 def no_display_env() -> dict[str, str]:
@@ -84,16 +43,19 @@ def no_display_env() -> dict[str, str]:
 
 
 # -- errors a user meets first -------------------------------------------------------------------------------
-def test_missing_camera_exits_1_quickly_with_one_line():
-    t0 = time.perf_counter()
+def test_missing_camera_exits_1_with_one_line_before_the_model_loads(monkeypatch, capsys):
     r = subprocess.run([sys.executable, "-m", "rtsal", "webcam", "--camera", "7"], capture_output=True,
                        text=True, timeout=60, env=no_display_env())
-    elapsed = time.perf_counter() - t0
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "camera 7" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
-    assert elapsed < 3.0  # the issue's requirement: no model is loaded before the camera is opened
+    # no model is loaded before the camera is opened (so the answer comes at once)
+    import rtsal.commands.common as common
+
+    monkeypatch.setattr(common, "make_runner", lambda args: pytest.fail("the model was loaded"))
+    assert main(["webcam", "--camera", "7", "--no-window"]) == 1
+    assert "camera 7" in capsys.readouterr().err
 
 
 def test_no_display_says_so_instead_of_aborting(clip):
@@ -153,7 +115,7 @@ def test_file_source_every_frame_in_order_with_the_real_model(lite0, clip):
 
 
 def test_live_iterator_with_a_slow_model_drops_and_accounts(lite0):
-    images = pan_frames(40, (160, 120))
+    images = pan_frames(40, 160, 120, crop=PAN)
 
     def frames():
         for k, image in enumerate(images):
@@ -251,7 +213,7 @@ def test_camera_that_stops_delivering_ends_with_capture_error(monkeypatch):
 
 
 def test_glob_source(tmp_path):
-    for k, image in enumerate(pan_frames(3, (64, 48))):
+    for k, image in enumerate(pan_frames(3, 64, 48, crop=PAN)):
         cv2.imwrite(str(tmp_path / f"f{k}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     src = StreamSource(str(tmp_path / "f*.png"), realtime=False, fps=5)
     frames = list(src)
@@ -412,7 +374,7 @@ def _has_gui() -> bool:
                     reason="needs xvfb-run, xdotool and imagemagick's import")
 @pytest.mark.skipif(not _has_gui(), reason="this OpenCV build has no GUI")
 def test_window_under_xvfb_shows_the_overlay_and_quits_on_q(tmp_path):
-    raw = pan_frames(300, (320, 240))
+    raw = pan_frames(300, 320, 240, crop=PAN)
     clip = write_clip(tmp_path / "long.mp4", raw, fps=10)  # 30 s: only q can end the run early
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -502,7 +464,7 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
 
 
 def test_ctrl_c_exits_130_and_still_writes_stats_and_a_playable_recording(clip, tmp_path, monkeypatch,
-                                                                         capsys):
+                                                                         capsys, python_sigint):
     import _thread
 
     from rtsal.frame.live import LiveSession

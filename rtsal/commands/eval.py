@@ -297,7 +297,7 @@ def evaluate_methods(
     )
     with Explainer(**settings) as main:
         module, name = main.model, main.name
-        layer_names = [i.name if i.call == 0 else f"{i.name}#{i.call}" for i in main.layers]
+        layer_names = [i.label for i in main.layers]
         common = dict(
             mean=main.mean,
             std=main.std,

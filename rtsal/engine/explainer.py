@@ -221,7 +221,7 @@ class Explainer:
             cam=cam,
             fused=fused,
             nonclass=nonclass,
-            layers=tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in self.layers),
+            layers=tuple(i.label for i in self.layers),
         )
 
     def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor, cam_name: str) -> Tensor:

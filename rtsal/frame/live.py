@@ -245,7 +245,8 @@ class LiveSession:
     def summary(self, stats: Any = None, interrupted: bool = False) -> dict[str, Any]:
         """The run's figures (what ``--stats-json`` holds); ``stats`` default: what the monitor saw so far."""
         if stats is None:
-            stats = stats_of(self.monitor, time.perf_counter() - self.t_start, self.settings.streams)
+            stats = stats_of(self.monitor, time.perf_counter() - self.t_start, live=self.live,
+                             streams=self.settings.streams)
 
         def clean(v: Any) -> Any:
             if isinstance(v, float):

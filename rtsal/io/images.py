@@ -53,6 +53,7 @@ def read_rgb(path: Path, warn: Callable[[str], None] | None = None) -> np.ndarra
         raise VideoIOError(f"cannot read {path}: the file is empty")
     with _captured_stderr() as said:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        _flush_c_streams()  # libjpeg's warnings sit in C's stdio buffer until flushed
     if image is None:
         raise VideoIOError(f"cannot read {path}: not an image OpenCV can decode")
     lines = [line.strip() for line in said().splitlines() if line.strip()]
@@ -60,6 +61,14 @@ def read_rgb(path: Path, warn: Callable[[str], None] | None = None) -> np.ndarra
         more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
         warn(f"the decoder reported damage: {lines[0]}{more}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _flush_c_streams() -> None:
+    """``fflush(NULL)``: write out what C code has buffered on its stdio streams."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(None).fflush(None)
 
 
 @contextlib.contextmanager

@@ -129,6 +129,7 @@ class VideoReader:
         self._stream = s
         self.start, self.end = start, end
         self.stopped: str | None = None  # why decoding ended early, once it has
+        self._truncated_ts = False
         self._decoded = 0
         self._last_time: float | None = None
         self._corrupt = 0  # packets the decoder refused
@@ -164,6 +165,14 @@ class VideoReader:
         # where the video stream must end, for containers whose index says so exactly
         indexed = any(k in c.format.name for k in ("mov", "mp4", "matroska", "webm"))
         self._indexed_end = t0 + float(s.duration * tb) if indexed and s.duration else None
+        self._end_slack = 0.0
+        if self._indexed_end is None and "matroska" in c.format.name and c.duration:
+            # Matroska keeps one duration for the whole file (every stream): allow an audio track that runs on
+            self._indexed_end = c.duration / av.time_base
+            self._end_slack = max(0.5, 0.1 * self._indexed_end)
+        if "mpegts" in c.format.name and self.path.stat().st_size % 188:
+            # a transport stream is a sequence of 188-byte packets: a file that ends inside one was cut short
+            self._truncated_ts = True
         self.info = VideoInfo(
             path=str(self.path),
             width=w,
@@ -295,9 +304,11 @@ class VideoReader:
 
     def _check_end(self, t_end: float) -> None:
         """A stream that ends without an error well before its index says it should was cut short."""
+        if self.stopped is None and self._next_time is None and self._truncated_ts:
+            self.stopped = "the file ends inside a 188-byte transport-stream packet (truncated?)"
         if self.stopped is not None or self._next_time is not None or self._indexed_end is None:
             return
-        if t_end < self._indexed_end - max(2 * self._period, 0.1):
+        if t_end < self._indexed_end - max(2 * self._period, 0.1, self._end_slack):
             self.stopped = (
                 f"the file ends early (truncated?): its video should run to {self._indexed_end:.3f} s"
             )

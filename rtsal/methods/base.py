@@ -25,7 +25,7 @@ from rtsal.engine.saliency.combine import upsample
 from rtsal.engine.saliency.norm import range_norm
 from rtsal.errors import UsageError
 from rtsal.names import METHODS
-from rtsal.types import SaliencyResult, TopK
+from rtsal.types import LayerInfo, SaliencyResult, TopK
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer
@@ -34,28 +34,17 @@ Images = np.ndarray | Tensor | Sequence[np.ndarray]
 Target = int | Sequence[int] | Tensor | None
 
 
-@dataclass(frozen=True)
-class Layer:
-    """One call of one module: ``name`` as in ``model.named_modules()``, ``call`` counts shared modules."""
-
-    name: str
-    call: int = 0
-
-    def __str__(self) -> str:
-        return self.name if self.call == 0 else f"{self.name}#{self.call}"
-
-
-def resolve_layer(model: nn.Module, layer: str | Layer | None, default: Layer) -> Layer:
-    """``None`` -> ``default``; ``"NAME"`` or ``"NAME#CALL"`` -> a :class:`Layer` of ``model``."""
+def resolve_layer(model: nn.Module, layer: str | LayerInfo | None, default: LayerInfo) -> LayerInfo:
+    """``None`` -> ``default``; ``"NAME"`` or ``"NAME#CALL"`` -> a :class:`LayerInfo` of ``model``."""
     if layer is None:
         return default
-    if isinstance(layer, Layer):
+    if isinstance(layer, LayerInfo):
         name, call = layer.name, layer.call
     else:
         name, call = parse_layer(layer)
     if not name or name not in dict(model.named_modules()):
         raise UsageError(f"no module named {name!r} in the model (see `rtsal layers MODEL`)")
-    return Layer(name, call)
+    return LayerInfo(name, call)
 
 
 class LayerTap:
@@ -65,7 +54,7 @@ class LayerTap:
     forward hook's return value does. Calls are counted from the start of each forward pass of ``model``.
     """
 
-    def __init__(self, model: nn.Module, layer: Layer, fn: Callable[[Tensor], Tensor | None]) -> None:
+    def __init__(self, model: nn.Module, layer: LayerInfo, fn: Callable[[Tensor], Tensor | None]) -> None:
         modules = dict(model.named_modules())
         if layer.name not in modules:
             raise UsageError(f"no module named {layer.name!r} in the model")
@@ -104,7 +93,7 @@ class LayerTap:
         return self.fn(out)
 
 
-def record(model: nn.Module, layer: Layer, keep: list[Tensor], clone: bool = False) -> LayerTap:
+def record(model: nn.Module, layer: LayerInfo, keep: list[Tensor], clone: bool = False) -> LayerTap:
     """A tap that appends the layer's output to ``keep``; with ``clone`` the model goes on with a copy, so
     in-place operations after the layer leave the recorded tensor (and its autograd history) intact."""
 
@@ -223,7 +212,7 @@ class MethodRunner(Runner):
         explainer: Explainer,
         method: str,
         *,
-        layer: str | Layer | None = None,
+        layer: str | LayerInfo | None = None,
         batch_size: int = 32,
         close_explainer: bool = False,
     ) -> None:
@@ -231,7 +220,7 @@ class MethodRunner(Runner):
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         last = explainer.layers[-1]
-        self.layer = resolve_layer(explainer.model, layer, Layer(last.name, last.call))
+        self.layer = resolve_layer(explainer.model, layer, LayerInfo(last.name, last.call))
         self.batch_size = batch_size
         self.layer_shape: tuple[int, int, int] | None = None  # (C, h, w) seen in the last call
 
@@ -279,7 +268,7 @@ class MethodRunner(Runner):
             target=out.target,
             saliency=saliency,
             method=self.method,
-            layers=(str(self.layer),),
+            layers=(self.layer.label,),
             timings=timings,
         )
 

@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from rtsal.errors import UsageError
 from rtsal.methods.ablationcam import AblationCAM
-from rtsal.methods.base import EngineRunner, Layer, MethodRunner, Runner
+from rtsal.methods.base import EngineRunner, MethodRunner, Runner
 from rtsal.methods.fastablationcam import FastAblationCAM
 from rtsal.methods.gradcam_full import GradCAMFull
 from rtsal.methods.guided import GuidedBackprop, GuidedGradCAM
 from rtsal.methods.scorecam import ScoreCAM
 from rtsal.names import METHODS
+from rtsal.types import LayerInfo
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,7 +34,7 @@ def build_runner(
     name: str,
     explainer: Explainer | nn.Module | str,
     *,
-    layer: str | Layer | None = None,
+    layer: str | LayerInfo | None = None,
     cskip: int = 16,
     batch_size: int | None = None,
     close_explainer: bool | None = None,
