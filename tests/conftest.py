@@ -33,3 +33,20 @@ def lite0():
 
     with Explainer("efficientnet-lite0") as explainer:
         yield explainer
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command builds its model (checks must come first). Every command module is
+    imported before patching, so none keeps the patched function after the test."""
+    import importlib
+
+    from rtsal.cli import COMMANDS
+
+    def refuse(args):
+        pytest.fail("the model was loaded")
+
+    modules = [importlib.import_module(f"rtsal.commands.{name}") for name in ("common", *COMMANDS)]
+    for module in modules:  # all imported first: none may bind the patched function at its import
+        if hasattr(module, "make_runner"):
+            monkeypatch.setattr(module, "make_runner", refuse)

@@ -319,12 +319,9 @@ def test_a_tall_thin_video_is_explained(tmp_path, capsys):
     assert probe(out)["size"] == (16, 400)
 
 
-def test_a_tiny_video_is_refused_before_the_model_loads_and_named(tmp_path, capsys, monkeypatch):
-    import rtsal.commands.common as common
-
+def test_a_tiny_video_is_refused_before_the_model_loads_and_named(tmp_path, capsys, no_model):
     src = tmp_path / "dot.mp4"
     make_clip(src, 2, 2, [0, 100], 100, audio=False)
-    monkeypatch.setattr(common, "make_runner", lambda args: pytest.fail("the model was loaded"))
     code, _, err = run_cli(capsys, "video", str(src), "-o", str(tmp_path / "o.mp4"))
     assert code == 1 and "dot.mp4" in one_line_error(err, "video") and "at least" in err
 
@@ -353,10 +350,7 @@ def test_start_past_the_end_is_an_error_and_keeps_the_old_file(clip, tmp_path, c
 )
 @pytest.mark.parametrize("command", ["image", "video", "webcam"])
 def test_bad_engine_options_exit_2_before_the_model(command, argv, message, clip, tmp_path, capsys,
-                                                    monkeypatch):
-    import rtsal.commands.common as common
-
-    monkeypatch.setattr(common, "make_runner", lambda args: pytest.fail("the model was loaded"))
+                                                    no_model):
     io = {
         "image": [str(DATA / "coffee.jpg"), "-o", str(tmp_path / "out")],
         "video": [str(clip), "-o", str(tmp_path / "o.mp4")],
@@ -421,14 +415,10 @@ def test_truncated_mkv_and_ts_say_so(tmp_path, capsys, ext):
     assert 10 < len(probe(out)["times"]) < 45  # the frames that decoded are kept
 
 
-def test_stats_json_checked_up_front_and_written_on_error(tmp_path, capsys, monkeypatch):
-    import rtsal.commands.common as common
-
-    monkeypatch.setattr(common, "make_runner", lambda args: pytest.fail("the model was loaded"))
+def test_stats_json_checked_up_front_and_written_on_error(tmp_path, capsys):
     code, _, err = run_cli(capsys, "webcam", "--source", str(DATA / "demo.mp4"), "--no-window",
                            "--stats-json", str(tmp_path / "no" / "stats.json"))
     assert code == 1 and "does not exist" in one_line_error(err, "webcam")
-    monkeypatch.undo()
 
     bad = tmp_path / "bad.ts"  # decodes part way, then the capture stage fails
     make_clip(tmp_path / "full.ts", 160, 120, [round(i * 1000 / 15) for i in range(30)], 67, codec="libx264")
@@ -510,3 +500,18 @@ def test_the_installed_opencv_has_its_gui():
     from rtsal.io.sinks import gui_problem
 
     assert gui_problem() is None, "a test dependency replaced opencv-python with opencv-python-headless"
+
+
+def test_demo_never_records_over_its_bundled_clip(capsys, no_model):
+    clip = DATA / "demo.mp4"
+    before = clip.read_bytes()
+    code, _, err = run_cli(capsys, "demo", "--no-window", "--record", str(clip))
+    assert code == 1 and "is the input file" in one_line_error(err, "demo")
+    assert clip.read_bytes() == before
+
+
+def test_target_out_of_range_stops_the_image_run(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "image", str(DATA / "coffee.jpg"), str(DATA / "chelsea.jpg"), "-o",
+                           str(tmp_path / "out"), "--target", "5000", *FAST)
+    assert code == 2 and "out of range" in one_line_error(err, "image")
+    assert not (tmp_path / "out").exists()

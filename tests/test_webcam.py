@@ -43,7 +43,7 @@ def no_display_env() -> dict[str, str]:
 
 
 # -- errors a user meets first -------------------------------------------------------------------------------
-def test_missing_camera_exits_1_with_one_line_before_the_model_loads(monkeypatch, capsys):
+def test_missing_camera_exits_1_with_one_line_before_the_model_loads(no_model, capsys):
     r = subprocess.run([sys.executable, "-m", "rtsal", "webcam", "--camera", "7"], capture_output=True,
                        text=True, timeout=60, env=no_display_env())
     assert r.returncode == 1
@@ -51,9 +51,6 @@ def test_missing_camera_exits_1_with_one_line_before_the_model_loads(monkeypatch
     assert len(lines) == 1 and "camera 7" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     # no model is loaded before the camera is opened (so the answer comes at once)
-    import rtsal.commands.common as common
-
-    monkeypatch.setattr(common, "make_runner", lambda args: pytest.fail("the model was loaded"))
     assert main(["webcam", "--camera", "7", "--no-window"]) == 1
     assert "camera 7" in capsys.readouterr().err
 

@@ -79,6 +79,7 @@ def run_clip(args: argparse.Namespace) -> int:
     from rtsal.io.sources import StreamSource
 
     args.view = args.view or "overlay"
+    args.source = str(bundled_clip())  # an input like any other: --record must not replace it
     check_live_args(args)
     if not args.no_window and display_problem() is not None:
         args.no_window = True  # no display: record instead

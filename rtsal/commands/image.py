@@ -16,7 +16,7 @@ from rtsal.commands.common import (  # noqa: I001
     read_rgb,
     write_rgb,
 )
-from rtsal.errors import RtsalError, VideoIOError
+from rtsal.errors import RtsalError, UsageError, VideoIOError
 from rtsal.io.safe import check_outputs
 
 
@@ -94,6 +94,8 @@ def explain_files(args: argparse.Namespace, plan: dict[Path, Path]) -> tuple[lis
                                                                                 file=sys.stderr))
                 (fr,) = explainer([Frame(k, None, 0.0, image)])
                 write_rgb(dest, renderer(image, fr))
+            except UsageError:
+                raise  # a bad option (e.g. --target out of range for this model), not a bad file
             except RtsalError as exc:
                 failed.append(f"{path}: {exc}")
                 if len(plan) > 1:  # the closing error line names a single failure

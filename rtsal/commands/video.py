@@ -46,6 +46,28 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="output video; the container comes from the extension (.mp4, .mkv, .mov, .webm, ...)",
     )
     g = p.add_argument_group("video")
+    add_video_options(g)
+    g.add_argument(
+        "--maps",
+        default=None,
+        metavar="OUT.npz",
+        help="also save every frame's maps at model resolution (float16) with timestamps",
+    )
+    g.add_argument(
+        "--csv",
+        default=None,
+        metavar="OUT.csv",
+        help="also save per frame: index, pts, top-5 classes and scores, stage timings",
+    )
+    add_threads_option(g)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
+    add_engine_options(p)
+    add_view_options(p)
+    return p
+
+
+def add_video_options(g: argparse._ActionsContainer) -> None:
+    """The encoding, time-range, batching, smoothing and label options (shared with ``rtsal batch``)."""
     g.add_argument(
         "--codec",
         default="libx264",
@@ -80,24 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="W",
         help="temporal smoothing of the maps: weight of the previous map, 0 (off) .. <1",
     )
-    g.add_argument(
-        "--maps",
-        default=None,
-        metavar="OUT.npz",
-        help="also save every frame's maps at model resolution (float16) with timestamps",
-    )
-    g.add_argument(
-        "--csv",
-        default=None,
-        metavar="OUT.csv",
-        help="also save per frame: index, pts, top-5 classes and scores, stage timings",
-    )
     g.add_argument("--no-labels", action="store_true", help="do not draw the top-3 classes on the frames")
-    add_threads_option(g)
-    g.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
-    add_engine_options(p)
-    add_view_options(p)
-    return p
 
 
 def check_args(args: argparse.Namespace) -> None:
