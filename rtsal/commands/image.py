@@ -10,6 +10,7 @@ from rtsal.commands.common import (  # noqa: I001
     add_view_options,
     check_engine_args,
     check_view_args,
+    engine_inputs,
     expand_images,
     make_runner,
     prepare_output_dir,
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     created = not out_dir.exists()
     out_dir = prepare_output_dir(out_dir)
     try:
-        check_outputs(inputs, [("-o", dest) for dest in plan.values()])
+        check_outputs([*inputs, *engine_inputs(args)], [("-o", dest) for dest in plan.values()])
         written, failed = explain_files(args, plan)
     finally:
         if created and not any(out_dir.iterdir()):

@@ -15,6 +15,7 @@ from rtsal.commands.common import (
     add_view_options,
     check_engine_args,
     check_view_args,
+    engine_inputs,
     finite_float,
     plan_streams,
 )
@@ -41,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--fps", type=finite_float, default=None,
                      help="requested camera frame rate (for a glob --source: its rate)")
     add_live_options(p)
-    add_engine_options(p)
+    add_engine_options(p, compile_default=True)
     add_view_options(p)
     return p
 
@@ -79,7 +80,8 @@ def check_live_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be positive, got {value}")
     source = getattr(args, "source", None)
     local = source if source and Path(source).exists() else None
-    check_outputs([local], [("--record", args.record), ("--stats-json", args.stats_json)])
+    outputs = [("--record", args.record), ("--stats-json", args.stats_json)]
+    check_outputs([local, *engine_inputs(args)], outputs)
 
 
 def run(args: argparse.Namespace) -> int:

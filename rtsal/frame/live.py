@@ -100,7 +100,7 @@ class LiveSession:
             method=explainer.method, view=settings.view, cmap=settings.cmap, alpha=settings.alpha,
             target=explainer.target,
         )
-        self.hotkeys = Hotkeys(self.state, tuple(METHODS), VIEWS, CMAPS)
+        self.hotkeys = Hotkeys(self.state, explainer.methods, VIEWS, CMAPS)
         self.monitor = PipelineMonitor()
         self.renderer = FrameRenderer(settings.view, settings.cmap, settings.alpha, smooth=settings.smooth,
                                       cpu=self.monitor.cpu)
@@ -124,6 +124,7 @@ class LiveSession:
         self.snapshots_saved = 0
         self.rendered_frames = 0
         self.threads: int | None = None  # torch threads per stream during the run
+        self.engine: str | None = None  # which engine drew the last frame (the HUD says)
         self.stats = None
 
     # -- infer thread -----------------------------------------------------------------------------------
@@ -151,6 +152,7 @@ class LiveSession:
             plain = self.renderer(frame.image, item)
             self.last_plain = plain
             self.last_topk = [int(v) for v in item.result.topk.indices[item.i].tolist()]
+            self.engine = item.result.engine
             for timer, timer_all, name in (
                 (self.forward, self.forward_all, "forward"),
                 (self.saliency, self.saliency_all, "saliency"),
@@ -184,7 +186,7 @@ class LiveSession:
             forward_ms=self.forward.median() if self.forward.count else None,
             saliency_ms=self.saliency.median() if self.saliency.count else None,
             dropped=dropped, method=s.method, cost=method_info.cost if method_info else "?",
-            behind=self.drops.update(dropped, now), paused=s.paused, pinned=pinned,
+            behind=self.drops.update(dropped, now), paused=s.paused, pinned=pinned, engine=self.engine,
         )
 
     # -- main thread ------------------------------------------------------------------------------------

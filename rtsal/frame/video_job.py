@@ -18,6 +18,7 @@ import csv
 import io
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ MIN_SIDE = 8  # frames smaller than this on a side cannot be explained meaningfu
 CSV_HEAD = (
     ["index", "pts"]
     + [f"{c}{k}" for k in range(1, TOPK_CSV + 1) for c in ("class", "label", "score")]
-    + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch"]
+    + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch", "engine"]
 )
 
 
@@ -115,6 +116,7 @@ class VideoJob:
         maps: optional ``.npz`` of every frame's maps at model resolution (float16).
         csv_path: optional CSV, one row per frame (top-5 classes, target, stage timings).
         meta: extra metadata stored in the ``.npz`` (model, method).
+        inputs: other files the run reads (weights, an ONNX file): no output may replace them.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class VideoJob:
         maps: str | Path | None = None,
         csv_path: str | Path | None = None,
         meta: dict[str, Any] | None = None,
+        inputs: Sequence[str | Path] = (),
     ) -> None:
         from rtsal.io.video import AudioSource, VideoReader, VideoWriter, check_codec
 
@@ -134,7 +137,7 @@ class VideoJob:
         self.maps_path, self.csv_path = maps, csv_path
         self.meta = dict(meta or {})
         check_codec(s.codec)
-        check_outputs([input], [("-o", output), ("--maps", maps), ("--csv", csv_path)])
+        check_outputs([input, *inputs], [("-o", output), ("--maps", maps), ("--csv", csv_path)])
         self.reader = VideoReader(input, start=s.start, end=s.end)
         try:
             info = self.info = self.reader.info
@@ -387,6 +390,7 @@ class VideoJob:
             f"{render_ms:.3f}",
             f"{encode_ms:.3f}",
             fr.batch,
+            r.engine,  # compiled, eager, eager (compiling), eager (fallback)
         ]
         self._csv.writerow(row)
         self._csv_file.flush()  # a row per frame done, also when the run is cut short
