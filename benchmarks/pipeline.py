@@ -95,7 +95,9 @@ def rss_mb() -> float:
 
 
 def webcam_args(extra: list[str]) -> argparse.Namespace:
-    return build_parser().parse_args(["webcam", "--no-window", *extra])
+    ns = build_parser().parse_args(["webcam", "--no-window", *extra])
+    ns.compile_mode = True  # with --compile: the graph is built before the first frame, not in the background
+    return ns
 
 
 def forward_only(args: argparse.Namespace, runner, frame: np.ndarray, iters: int) -> dict:
@@ -209,7 +211,7 @@ def run_variant(a: argparse.Namespace, cores: int | None, omp: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix="rtsal-variant-")) / "v.json"
     cmd = [sys.executable, __file__, "--frames", str(a.frames), "--model", a.model, "--method", a.method,
            "--size", str(a.size), "--configs", a.configs, "--model-seconds", str(a.model_seconds),
-           "--rt-fps", "", "--json", str(out), "--child"]
+           "--rt-fps", "", "--json", str(out), "--child", "--compile" if a.compile else "--no-compile"]
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
     if omp != "default":
@@ -239,10 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="also rerun in child processes: CORES:OMP,... e.g. 1:default,2:default,2:PASSIVE "
                    "(taskset to CORES cores, OMP_WAIT_POLICY=OMP; 0 cores = all)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="the compiled engine in every run, model-only included (default: eager)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     a = p.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    engine = ["--model", a.model, "--method", a.method, "--size", str(a.size)]
+    engine = ["--model", a.model, "--method", a.method, "--size", str(a.size),
+              "--compile" if a.compile else "--no-compile"]
     if a.model != "efficientnet-lite0":
         engine += ["--weights", "none"]  # only lite0 has weights offline; speed does not depend on them
 
@@ -256,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "cores": cores, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model, "method": a.method, "size": a.size,
-        "frame": list(SIZE), "frames": a.frames, "auto": list(auto),
+        "frame": list(SIZE), "frames": a.frames, "auto": list(auto), "compiled": a.compile,
     }}
     try:
         runner.explain(images[0])  # warm-up

@@ -45,6 +45,7 @@ from rtsal.frame.video_job import VideoJob  # noqa: E402
 from rtsal.io.video import VideoReader, VideoWriter  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
+COMPILE = False  # --compile: the pipeline runs use the compiled engine
 AUDIO_RATE = 48000
 
 
@@ -148,8 +149,10 @@ def run_job(
     st, _, th = config.partition("x")
     args = build_parser().parse_args(
         ["video", str(clip), "-o", str(out), "--batch", str(batch), "--preset", preset, "--no-progress",
-         "--streams", st] + (["--threads", th] if th else []) + (extra or [])
+         "--streams", st, "--compile" if COMPILE else "--no-compile"] + (["--threads", th] if th else [])
+        + (extra or [])
     )
+    args.compile_mode = True  # with --compile: built before the timed run, not in the background
     before = torch.get_num_threads()
     threads = apply_threads(args)
     try:
@@ -240,7 +243,11 @@ def main() -> int:
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "video.json"))
     p.add_argument("--example", default=None, metavar="PNG", help="also save an output frame here")
     p.add_argument("--quick", action="store_true", help="tiny clip and few settings: checks the script")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="the compiled engine in the pipeline runs (default: eager, as the model rows)")
     a = p.parse_args()
+    global COMPILE
+    COMPILE = a.compile
     default_threads = _cores()
     if a.frames:
         a.seconds = a.frames / a.fps
