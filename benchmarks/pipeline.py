@@ -3,11 +3,14 @@
 1. **forward only**: a plain ``inference_mode`` forward of the same model (a copy without hooks,
    channels-last) on a 640x480 frame preprocessed exactly as the pipeline does, timed before and after the
    pipeline runs.
+   **model only**: the same engine's ``explain`` (preprocess, forward, maps at model size) of the same
+   frame in a loop, all cores, no pipeline: the model's own rate, the reference of every ratio (timed
+   before and after the end-to-end runs); and the same with the auto rule's streams, for information.
 2. **end to end**: ``rtsal webcam --source CLIP --no-realtime --no-window``'s session (capture thread decoding
-   a 640x480 H.264 clip, infer thread running ``--method``, render thread drawing the overlay, top-3 labels
-   and HUD into a null sink), as fast as possible: frames/s, per-stage medians, and the ratio to (1).
-   Target: >= 90 % of the forward-only rate. Also given against the forward pass timed inside the infer
-   stage during the same run (insensitive to a machine whose speed drifts between runs).
+   a 640x480 H.264 clip, ``--streams`` infer threads running ``--method``, render thread drawing the
+   overlay, top-3 labels and HUD into a null sink), as fast as possible, per ``--configs``
+   (STREAMSxTHREADS): frames/s, the ratio to model only, latency, drops, CPU per frame (process and per
+   stage), resident memory. Target: >= 90 % of the model-only rate.
 3. **real time**: the same clip paced at its frame rate (``--realtime``, a latest-frame slot as for a
    camera), per rate in ``--rt-fps``: capture->render latency in ms and in frame periods, and drops.
    Target: latency <= 2 frame periods when the model keeps up.
@@ -18,6 +21,7 @@
     python benchmarks/pipeline.py                                 # -> benchmarks/results/pipeline.json
     python benchmarks/pipeline.py --soak 10000                    # + the 10,000-frame soak
     python benchmarks/pipeline.py --frames 20 --rt-seconds 2 --soak 60 --soak-every 20   # check the script
+    python benchmarks/pipeline.py --variants 1:default,2:default,2:PASSIVE   # taskset 1/2 cores, OMP policy
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from rtsal.io.sinks import NullSink  # noqa: E402
 from rtsal.io.sources import StreamSource  # noqa: E402
 from rtsal.io.video import VideoWriter  # noqa: E402
 from rtsal.models import load_model  # noqa: E402
+from rtsal.streams import plan_streams  # noqa: E402
 from rtsal.types import Frame  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
@@ -90,7 +95,9 @@ def rss_mb() -> float:
 
 
 def webcam_args(extra: list[str]) -> argparse.Namespace:
-    return build_parser().parse_args(["webcam", "--no-window", *extra])
+    ns = build_parser().parse_args(["webcam", "--no-window", *extra])
+    ns.compile_mode = True  # with --compile: the graph is built before the first frame, not in the background
+    return ns
 
 
 def forward_only(args: argparse.Namespace, runner, frame: np.ndarray, iters: int) -> dict:
@@ -136,11 +143,11 @@ class LoopSource:
 
 def session_run(args: argparse.Namespace, runner, source, live: bool) -> dict:
     """One LiveSession run into a null sink; the summary ``rtsal webcam --stats-json`` would write."""
-    explainer = FrameExplainer(runner, args.method)
-    session = LiveSession(explainer, live_settings(args), NullSink(), None, live=live)
-    session.close = lambda: None  # type: ignore[method-assign]  # keep the runner for the next run
     before = torch.get_num_threads()
-    apply_threads(args)  # as `rtsal webcam` does: --threads, else one fewer than the cores
+    apply_threads(args)  # as `rtsal webcam` does: --streams/--threads, else the auto rule
+    session = LiveSession(FrameExplainer(runner, args.method), live_settings(args), NullSink(), None,
+                          live=live)
+    session.close = lambda: None  # type: ignore[method-assign]  # keep the runner for the next run
     try:
         stats = session.run(source)
     finally:
@@ -148,27 +155,99 @@ def session_run(args: argparse.Namespace, runner, source, live: bool) -> dict:
     return session.summary(stats)
 
 
+def engine_only(runner, frame: np.ndarray, seconds: float, streams: int, threads: int) -> dict:
+    """The engine alone (``explain`` of the 640x480 uint8 frame: preprocess, forward, maps at model size),
+    no pipeline: ``streams`` threads calling it in a loop for about ``seconds``, ``threads`` torch threads
+    each. Frames/s of all of them together."""
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    counts = [0] * streams
+    start = threading.Barrier(streams + 1)
+    stop_at = [0.0]
+
+    def work(k: int) -> None:
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            runner.explain(frame, size="model")
+            counts[k] += 1
+
+    try:
+        for _ in range(3):
+            runner.explain(frame, size="model")  # warm-up at this thread count
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(streams)]
+        for t in ts:
+            t.start()
+        t0 = time.perf_counter()
+        stop_at[0] = t0 + seconds
+        start.wait()
+        for t in ts:
+            t.join()
+        elapsed = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(before)
+    n = sum(counts)
+    return {"streams": streams, "threads": threads, "frames": n, "fps": n / elapsed}
+
+
+def parse_configs(text: str, cores: int) -> list[tuple[str, str]]:
+    """``auto,1x1,2x1`` -> [("auto", None), ("1", "1"), ("2", "1")] as --streams/--threads strings."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "auto":
+            out.append(("auto", ""))
+        elif item:
+            st, th = item.split("x")
+            out.append((st, th))
+    return out
+
+
+def run_variant(a: argparse.Namespace, cores: int | None, omp: str) -> dict:
+    """This benchmark again in a child process on ``cores`` cores (taskset) with ``OMP_WAIT_POLICY=omp``."""
+    import subprocess
+
+    out = Path(tempfile.mkdtemp(prefix="rtsal-variant-")) / "v.json"
+    cmd = [sys.executable, __file__, "--frames", str(a.frames), "--model", a.model, "--method", a.method,
+           "--size", str(a.size), "--configs", a.configs, "--model-seconds", str(a.model_seconds),
+           "--rt-fps", "", "--json", str(out), "--child", "--compile" if a.compile else "--no-compile"]
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if omp != "default":
+        env["OMP_WAIT_POLICY"] = omp
+    if cores:
+        cmd = ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:cores]), *cmd]
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="efficientnet-lite0")
     p.add_argument("--method", default="fastcam")
     p.add_argument("--size", type=int, default=224, help="model input short side")
-    p.add_argument("--frames", type=int, default=300, help="frames in the end-to-end run")
+    p.add_argument("--frames", type=int, default=300, help="frames in each end-to-end run")
     p.add_argument("--clip-fps", type=float, default=30.0)
-    p.add_argument("--rt-fps", default="10,15,30", help="real-time rates to play the clip at")
+    p.add_argument("--configs", default="auto,1x2,2x1",
+                   help="end-to-end runs as STREAMSxTHREADS (or auto), e.g. 1x1,1x2,2x1,auto")
+    p.add_argument("--model-seconds", type=float, default=5.0, help="length of each model-only run")
+    p.add_argument("--rt-fps", default="10,15,30", help="real-time rates to play the clip at (auto streams)")
     p.add_argument("--rt-seconds", type=float, default=10.0, help="length of each real-time run")
     p.add_argument("--forward-iters", type=int, default=50)
     p.add_argument("--soak", type=int, default=0, metavar="N", help="frames in the memory soak (0: none)")
     p.add_argument("--soak-every", type=int, default=500)
-    p.add_argument("--threads", type=int, default=2, help="torch threads for the forward-only reference")
-    p.add_argument("--pipeline-threads", type=int, default=None,
-                   help="torch threads inside the pipeline (default: as rtsal webcam, cores - 1)")
+    p.add_argument("--variants", default="",
+                   help="also rerun in child processes: CORES:OMP,... e.g. 1:default,2:default,2:PASSIVE "
+                   "(taskset to CORES cores, OMP_WAIT_POLICY=OMP; 0 cores = all)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="the compiled engine in every run, model-only included (default: eager)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    engine = ["--model", a.model, "--method", a.method, "--size", str(a.size)]
-    if a.pipeline_threads:
-        engine += ["--threads", str(a.pipeline_threads)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    engine = ["--model", a.model, "--method", a.method, "--size", str(a.size),
+              "--compile" if a.compile else "--no-compile"]
     if a.model != "efficientnet-lite0":
         engine += ["--weights", "none"]  # only lite0 has weights offline; speed does not depend on them
 
@@ -177,29 +256,37 @@ def main(argv: list[str] | None = None) -> int:
     images = [f.image for f in StreamSource(str(clip), realtime=False)]
     args = webcam_args(["--source", str(clip), "--no-realtime", *engine])
     runner = make_runner(args)
+    auto = plan_streams("auto", None, cores=cores)
     result: dict = {"meta": {
-        "torch": torch.__version__, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model,
-        "method": a.method, "size": a.size, "frame": list(SIZE), "frames": a.frames,
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "cores": cores, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model, "method": a.method, "size": a.size,
+        "frame": list(SIZE), "frames": a.frames, "auto": list(auto), "compiled": a.compile,
     }}
     try:
         runner.explain(images[0])  # warm-up
-        decode_t = time.perf_counter()
+        decode_t, decode_c = time.perf_counter(), time.thread_time()
         n_decoded = sum(1 for _ in StreamSource(str(clip), realtime=False))
-        decode_fps = n_decoded / (time.perf_counter() - decode_t)
-        fwd_before = forward_only(args, runner, images[0], a.forward_iters)
-        e2e = session_run(args, runner, StreamSource(str(clip), realtime=False), live=False)
-        fwd_after = forward_only(args, runner, images[0], a.forward_iters)
-        fwd_fps = statistics.mean([fwd_before["fps"], fwd_after["fps"]])
-        result["decode_fps"] = decode_fps
-        result["forward_only"] = {"before": fwd_before, "after": fwd_after, "fps": fwd_fps}
-        result["end_to_end"] = {
-            **e2e,
-            "ratio_to_forward": e2e["fps"] / fwd_fps,
-            # the same ratio against the forward pass timed inside the infer stage during this very run:
-            # robust to a machine whose speed drifts between the separate runs
-            "ratio_to_forward_in_run": e2e["fps"] * e2e["forward_ms"] / 1000.0,
-        }
+        result["decode"] = {"fps": n_decoded / (time.perf_counter() - decode_t),
+                            "cpu_ms": (time.thread_time() - decode_c) * 1e3 / max(1, n_decoded)}
+        torch.set_num_threads(cores)
+        fwd = forward_only(args, runner, images[0], a.forward_iters)
+        # the model's own rate: the same engine, same input, all cores, no pipeline
+        model_only = engine_only(runner, images[0], a.model_seconds, 1, cores)
+        result["forward_only"] = fwd
+        result["model_only"] = model_only
+        result["model_only_streams"] = engine_only(runner, images[0], a.model_seconds, auto.streams,
+                                                   auto.threads)
+        runs = []
+        for st, th in parse_configs(a.configs, cores):
+            extra = ["--streams", st] + (["--threads", th] if th else [])
+            e_args = webcam_args(["--source", str(clip), "--no-realtime", *engine, *extra])
+            e = session_run(e_args, runner, StreamSource(str(clip), realtime=False), live=False)
+            e["config"] = f"{st}x{th}" if th else st
+            e["ratio_to_model_only"] = e["fps"] / model_only["fps"]
+            runs.append(e)
+        result["end_to_end"] = runs
+        result["model_only_after"] = engine_only(runner, images[0], a.model_seconds, 1, cores)
 
         realtime = []
         for rate in [float(r) for r in a.rt_fps.split(",") if r]:
@@ -231,6 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         runner.close()
 
+    variants = []
+    for v in [x for x in a.variants.split(",") if x and not a.child]:
+        c, omp = v.split(":")
+        r = run_variant(a, int(c) or None, omp)
+        variants.append({"cores": r["meta"]["cores"], "omp": omp, "model_only_fps": r["model_only"]["fps"],
+                         "runs": [{k: e[k] for k in ("config", "streams", "fps", "ratio_to_model_only",
+                                                      "cpu_ms", "cpu_ms_process_per_frame")}
+                                  for e in r["end_to_end"]]})
+    result["variants"] = variants
+
     print_table(result)
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,31 +337,55 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(r: dict) -> None:
-    m, f, e = r["meta"], r["forward_only"], r["end_to_end"]
+    m, f, mo = r["meta"], r["forward_only"], r["model_only"]
     print(f"\n{m['model']} / {m['method']}, frames {m['frame'][0]}x{m['frame'][1]} -> model input "
-          f"{'x'.join(map(str, f['before']['input'][2:]))}, {m['threads']} threads, {m['cores']} cores\n")
-    print("| run | frames/s | vs forward only | capture ms | infer ms | render ms | latency median / p95 ms "
-          "| dropped |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| forward only (before / after) | {f['before']['fps']:.1f} / {f['after']['fps']:.1f} | 100% "
-          f"| | {f['before']['median_ms']:.1f} | | | |")
-    print(f"| decode only | {r['decode_fps']:.1f} | | | | | | |")
+          f"{'x'.join(map(str, f['input'][2:]))}, {m['cores']} cores, "
+          f"OMP_WAIT_POLICY {m['omp_wait_policy']}, "
+          f"auto = {m['auto'][0]} stream(s) x {m['auto'][1]} thread(s)\n")
+    print("| run | frames/s | vs model only | latency median / p95 ms | dropped | CPU ms/frame (process) "
+          "| RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| plain forward, {m['cores']} threads | {f['fps']:.1f} | | | | | |")
+    print(f"| **model only** (engine, 1 x {mo['threads']} threads, no pipeline) | {mo['fps']:.1f} | 100% "
+          f"| | | | |")
+    ms = r["model_only_streams"]
+    print(f"| model only, {ms['streams']} streams x {ms['threads']} thread(s) | {ms['fps']:.1f} "
+          f"| {100 * ms['fps'] / mo['fps']:.0f}% | | | | |")
+    print(f"| model only again after the runs | {r['model_only_after']['fps']:.1f} | "
+          f"{100 * r['model_only_after']['fps'] / mo['fps']:.0f}% | | | | |")
+    print(f"| decode only | {r['decode']['fps']:.1f} | | | | {r['decode']['cpu_ms']:.1f} | |")
 
     def row(name: str, s: dict, ratio: str) -> str:
-        st, lat = s["stage_ms"], s["latency_ms"]
-        return (f"| {name} | {s['fps']:.1f} | {ratio} | {st['capture']:.1f} | {st['infer']:.1f} "
-                f"| {st['render']:.1f} | {lat['median']:.0f} / {lat['p95']:.0f} | {s['dropped']} of "
-                f"{s['captured']} |")
+        lat = s["latency_ms"]
+        return (f"| {name} | {s['fps']:.1f} | {ratio} | {lat['median']:.0f} / {lat['p95']:.0f} "
+                f"| {s['dropped']} of {s['captured']} | {s['cpu_ms_process_per_frame']:.1f} "
+                f"| {s['rss_mb']:.0f} |")
 
-    print(row("end to end, as fast as possible", e, f"{100 * e['ratio_to_forward']:.0f}%"))
+    for e in r["end_to_end"]:
+        print(row(f"end to end, --streams {e['config']} ({e['streams']} x {e['threads_per_stream']})", e,
+                  f"{100 * e['ratio_to_model_only']:.0f}%"))
     for s in r.get("realtime", []):
         lp = s["latency_periods"]
-        print(row(f"real time {s['source_fps']:g} fps source", s,
+        print(row(f"real time {s['source_fps']:g} fps source, auto", s,
                   f"latency {lp['median']:.2f} / {lp['p95']:.2f} periods"))
-    print(f"\nend to end: forward {e['forward_ms']:.1f} ms + saliency {e['saliency_ms']:.1f} ms "
-          f"(+{e['saliency_overhead_pct']:.1f}% of the forward) per frame inside the infer stage; "
-          f"{e['fps']:.1f} frames/s = {100 * e['ratio_to_forward_in_run']:.0f}% of that forward's own rate "
-          f"({1000 / e['forward_ms']:.1f}/s)")
+    stages = ["capture", "infer", "maps to host", "resize", "view", "labels", "hud", "render"]
+    print("\nCPU ms per frame of each stage's own thread (time.thread_time; infer excludes its OpenMP "
+          "helpers; render = maps to host + resize + view + labels + hud + the rest):\n")
+    print("| run | " + " | ".join(stages) + " |")
+    print("|---|" + "---|" * len(stages))
+    for e in r["end_to_end"]:
+        c = e["cpu_ms"] or {}
+        print(f"| --streams {e['config']} | " + " | ".join(
+            f"{c[k]:.1f}" if k in c else "-" for k in stages) + " |")
+    if r.get("variants"):
+        print("\n| cores | OMP_WAIT_POLICY | model only | --streams | frames/s | vs model only "
+              "| CPU ms/frame |")
+        print("|---|---|---|---|---|---|---|")
+        for v in r["variants"]:
+            for e in v["runs"]:
+                print(f"| {v['cores']} | {v['omp']} | {v['model_only_fps']:.1f} | {e['config']} "
+                      f"({e['streams']}) | {e['fps']:.1f} | {100 * e['ratio_to_model_only']:.0f}% "
+                      f"| {e['cpu_ms_process_per_frame']:.1f} |")
     if "soak" in r:
         s = r["soak"]
         print(f"\nsoak: {s['frames']} frames at {s['fps']:.1f} fps; "

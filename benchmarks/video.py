@@ -45,6 +45,7 @@ from rtsal.frame.video_job import VideoJob  # noqa: E402
 from rtsal.io.video import VideoReader, VideoWriter  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
+COMPILE = False  # --compile: the pipeline runs use the compiled engine
 AUDIO_RATE = 48000
 
 
@@ -106,21 +107,24 @@ def make_clip(path: Path, seconds: float, fps: int, width: int, height: int) -> 
     return n
 
 
-def bench_decode(path: Path, thread_type: str) -> float:
-    """Frames/s of decode + RGB conversion."""
-    t0 = time.perf_counter()
+def bench_decode(path: Path, thread_type: str) -> tuple[float, float]:
+    """Frames/s of decode + RGB conversion, and CPU ms per frame of the whole process (codec threads too:
+    what it takes from the other stages, and robust to other load on the machine)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     with VideoReader(path, thread_type=thread_type) as r:
         n = sum(1 for _ in r)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) * 1e3 / max(1, n)
 
 
-def bench_encode(frames: list[np.ndarray], out: Path, preset: str, fps: int) -> tuple[float, int]:
-    """Frames/s of RGB -> YUV + libx264 at ``preset`` (crf 23), and the file size in bytes."""
-    t0 = time.perf_counter()
+def bench_encode(frames: list[np.ndarray], out: Path, preset: str, fps: int) -> tuple[float, int, float]:
+    """Frames/s of RGB -> YUV + libx264 at ``preset`` (crf 23), the file size in bytes, and CPU ms per frame
+    of the whole process (x264's threads too)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     with VideoWriter(out, preset=preset, rate=fps, time_base=Fraction(1, fps)) as w:
         for i, img in enumerate(frames):
             w.write(img, i / fps, 1 / fps)
-    return len(frames) / (time.perf_counter() - t0), out.stat().st_size
+    cpu = (time.process_time() - c0) * 1e3 / max(1, len(frames))
+    return len(frames) / (time.perf_counter() - t0), out.stat().st_size, cpu
 
 
 def bench_model(explainer, frames: list[np.ndarray], batch: int) -> float:
@@ -135,32 +139,55 @@ def bench_model(explainer, frames: list[np.ndarray], batch: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_job(clip: Path, out: Path, batch: int, preset: str, extra: list[str] | None = None) -> dict:
-    """One whole ``rtsal video`` job (model loaded and warmed up first, not timed); its rates."""
+def run_job(
+    clip: Path, out: Path, batch: int, preset: str, config: str, extra: list[str] | None = None
+) -> dict:
+    """One whole ``rtsal video`` job (model loaded and warmed up first, not timed) with ``--streams``/
+    ``--threads`` from ``config`` (STREAMSxTHREADS or auto); its rates, counters and per-stage CPU."""
+    from rtsal.commands.common import apply_threads
+
+    st, _, th = config.partition("x")
     args = build_parser().parse_args(
-        ["video", str(clip), "-o", str(out), "--batch", str(batch), "--preset", preset, "--no-progress"]
+        ["video", str(clip), "-o", str(out), "--batch", str(batch), "--preset", preset, "--no-progress",
+         "--streams", st, "--compile" if COMPILE else "--no-compile"] + (["--threads", th] if th else [])
         + (extra or [])
     )
-    with VideoJob(clip, out, settings_of(args)) as job, FrameExplainer(make_runner(args), args.method) as fe:
-        info = job.info
-        fe.explain(np.zeros((batch, info.height, info.width, 3), np.uint8))  # warm-up, not timed
-        t0, c0 = time.perf_counter(), time.process_time()
-        job.run(fe)
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    duration = info.duration or job.written / info.fps
-    cpu_ms = cpu / max(1, job.written) * 1e3
+    args.compile_mode = True  # with --compile: built before the timed run, not in the background
+    before = torch.get_num_threads()
+    threads = apply_threads(args)
+    try:
+        with VideoJob(args.input, args.output, settings_of(args)) as job, \
+                FrameExplainer(make_runner(args), args.method) as explainer:
+            info = job.info
+            explainer.explain(np.zeros((batch, info.height, info.width, 3), np.uint8))  # warm-up
+            summary = job.run(explainer)
+    finally:
+        torch.set_num_threads(before)
+    stats = summary.stats or {}
+    duration = summary.span_s or summary.frames / (info.fps or 25)
     return {
+        "config": config,
+        "streams": stats.get("streams"),
+        "threads_per_stream": threads,
         "batch": batch,
         "preset": preset,
-        "frames": job.written,
-        "elapsed_s": round(elapsed, 3),
-        "fps": round(job.written / elapsed, 2),
-        "x_real_time": round(duration / elapsed, 3),
+        "frames": summary.frames,
+        "elapsed_s": round(summary.elapsed_s, 3),
+        "fps": round(summary.fps, 2),
+        "x_real_time": round(duration / summary.elapsed_s, 3),
+        "latency_ms": stats.get("latency_ms"),
+        "dropped": stats.get("dropped"),
+        "rss_mb": stats.get("rss_mb"),
+        "cpu_ms": stats.get("cpu_ms"),
         # CPU time of this process per frame (all threads): robust to other load on the machine; the
         # machine's cores can do at most cores * 1000 / cpu_ms frames/s of it
-        "cpu_ms_per_frame": round(cpu_ms, 2),
-        "cpu_bound_fps": round((os.cpu_count() or 1) * 1e3 / cpu_ms, 1),
+        "cpu_ms_per_frame": round(stats.get("cpu_ms_process_per_frame", float("nan")), 2),
+        "cpu_bound_fps": round(_cores() * 1e3 / stats.get("cpu_ms_process_per_frame", float("inf")), 1),
     }
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def save_example(clip: Path, png: Path, t: float, tmp: Path) -> None:
@@ -194,6 +221,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0, help="clip length (default 8)")
     p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--frames", type=int, default=None, help="clip length in frames (overrides --seconds)")
     p.add_argument("--size", default="1280x720", help="WxH of the clip (default 1280x720)")
     p.add_argument("--batches", default="1,2,4,8", help="batch sizes for the model and the pipeline")
     p.add_argument("--presets", default="ultrafast,superfast,veryfast,faster,medium", help="libx264 presets")
@@ -203,15 +231,26 @@ def main() -> int:
     p.add_argument(
         "--threads",
         default=None,
-        help="torch intra-op thread counts to try in the pipeline, e.g. 1,2 (default: torch's, then 1)",
+        help="torch intra-op thread counts for the model-only rows, e.g. 1,2 (default: all cores, then 1)",
+    )
+    p.add_argument(
+        "--configs",
+        default="auto,1x2,2x1",
+        help="pipeline runs as STREAMSxTHREADS or auto (default: auto,1x2,2x1)",
     )
     p.add_argument("--stages", default="decode,encode,model,pipeline", help="what to time (default: all)")
     p.add_argument("--decoders", default="AUTO,FRAME,SLICE,NONE", help="decoder thread types to time")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "video.json"))
     p.add_argument("--example", default=None, metavar="PNG", help="also save an output frame here")
     p.add_argument("--quick", action="store_true", help="tiny clip and few settings: checks the script")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="the compiled engine in the pipeline runs (default: eager, as the model rows)")
     a = p.parse_args()
-    default_threads = torch.get_num_threads()
+    global COMPILE
+    COMPILE = a.compile
+    default_threads = _cores()
+    if a.frames:
+        a.seconds = a.frames / a.fps
     if a.quick:
         a.seconds, a.size, a.batches, a.presets, a.decoders = (
             1.0,
@@ -252,23 +291,25 @@ def main() -> int:
         results["clip"]["frames"] = n
 
         stages = set(a.stages.split(","))
-        decode = {}
+        decode, decode_cpu = {}, {}
         for tt in a.decoders.split(",") if "decode" in stages else ():
-            decode[tt] = round(statistics.median(bench_decode(clip, tt) for _ in range(2)), 2)
-            rows.append((f"decode -> RGB, thread_type={tt}", decode[tt], decode[tt] / a.fps))
+            runs_tt = [bench_decode(clip, tt) for _ in range(2)]
+            decode[tt] = round(statistics.median(r[0] for r in runs_tt), 2)
+            decode_cpu[tt] = round(statistics.median(r[1] for r in runs_tt), 2)
+            rows.append((f"decode -> RGB, thread_type={tt} [{decode_cpu[tt]:.1f} CPU ms]", decode[tt],
+                         decode[tt] / a.fps))
         results["decode_fps"] = decode
+        results["decode_cpu_ms"] = decode_cpu
 
         with VideoReader(clip) as r:
             frames = [f.image for f in r]
         sample = frames[: min(len(frames), 100)]
         encode = {}
         for preset in presets if "encode" in stages else ():
-            fps, size = bench_encode(sample, tmp / f"enc-{preset}.mp4", preset, a.fps)
-            encode[preset] = {
-                "fps": round(fps, 2),
-                "kbit_s": round(size * 8 / (len(sample) / a.fps) / 1000, 1),
-            }
-            rows.append((f"encode libx264 {preset} (crf 23)", fps, fps / a.fps))
+            fps, size, cpu = bench_encode(sample, tmp / f"enc-{preset}.mp4", preset, a.fps)
+            kbit = round(size * 8 / (len(sample) / a.fps) / 1000, 1)
+            encode[preset] = {"fps": round(fps, 2), "kbit_s": kbit, "cpu_ms": round(cpu, 2)}
+            rows.append((f"encode x264 {preset} [{cpu:.1f} CPU ms, {kbit:.0f} kbit/s]", fps, fps / a.fps))
         results["encode"] = encode
 
         from rtsal.engine.explainer import Explainer
@@ -285,15 +326,17 @@ def main() -> int:
         del frames, sample
 
         runs = []
-        for th in threads if "pipeline" in stages else ():
-            torch.set_num_threads(th)
+        for config in a.configs.split(",") if "pipeline" in stages else ():
             for b in batches:
-                r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset)
-                r["torch_threads"] = th
+                r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset, config)
                 runs.append(r)
-                label = f"rtsal video, batch {b}, {th} thread(s)"
+                plan = f"{r['streams']}x{r['threads_per_stream']}"
+                label = f"rtsal video, --streams {config} ({plan}), batch {b}"
                 rows.append((label, r["fps"], r["x_real_time"]))
         torch.set_num_threads(default_threads)
+        model_ref = max(model.values()) if model else None
+        for r in runs:
+            r["ratio_to_model_only"] = round(r["fps"] / model_ref, 3) if model_ref else None
         results["pipeline"] = runs
         best = max(runs, key=lambda r: r["fps"]) if runs else None
         results["best"] = best
@@ -306,17 +349,25 @@ def main() -> int:
         f"\nrtsal video on a {width}x{height} {a.fps} fps H.264 clip with audio, {n} frames "
         f"({os.cpu_count()} CPUs; pipeline: overlay view, libx264 {a.pipeline_preset} crf 23)"
     )
-    print(f"{'stage':44s} {'frames/s':>9s} {'x real time':>12s}")
+    print(f"{'stage':56s} {'frames/s':>9s} {'x real time':>12s}")
     for name, fps, xrt in rows:
-        print(f"{name:44s} {fps:9.1f} {xrt:12.2f}")
+        print(f"{name:56s} {fps:9.1f} {xrt:12.2f}")
+    stages_cpu = ["capture", "infer", "maps to host", "resize", "view", "labels", "render", "encode"]
+    print("\nper run: model-only reference = the best model row; CPU ms per frame of each stage's own thread")
+    print(f"{'run':34s} {'vs model':>8s} {'lat. med/p95 ms':>16s} {'CPU ms/fr':>9s} {'RSS MB':>7s}  "
+          + " ".join(f"{k[:8]:>8s}" for k in stages_cpu))
     for r in runs:
+        c, lat = r["cpu_ms"] or {}, r["latency_ms"] or {}
+        ratio = f"{100 * r['ratio_to_model_only']:.0f}%" if r.get("ratio_to_model_only") else "-"
         print(
-            f"  batch {r['batch']}, {r['torch_threads']} thread(s): {r['cpu_ms_per_frame']:.1f} CPU ms/frame "
-            f"-> at most {r['cpu_bound_fps']:.1f} frames/s on {os.cpu_count()} cores"
+            f"{r['config']} ({r['streams']}x{r['threads_per_stream']}) b{r['batch']}".ljust(34) + " "
+            f"{ratio:>8s} {lat.get('median', float('nan')):7.0f}/{lat.get('p95', float('nan')):<8.0f} "
+            f"{r['cpu_ms_per_frame']:9.1f} {r['rss_mb'] or 0:7.0f}  "
+            + " ".join(f"{c[k]:8.1f}" if k in c else f"{'-':>8s}" for k in stages_cpu)
         )
     if best:
         print(
-            f"best: batch {best['batch']}, {best['torch_threads']} torch thread(s): "
+            f"best: --streams {best['config']}, batch {best['batch']}: "
             f"{best['fps']:.1f} frames/s "
             f"= {best['x_real_time']:.2f}x real time "
             f"(target 1.5x: {'met' if results['meets_target'] else 'NOT met'})"

@@ -56,9 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``rtsal``, ``python -m rtsal``): the process is ours, so the OpenMP
+    defaults measured for the pipeline are set here, before torch loads (never in ``main``, which library
+    code and tests call)."""
     from rtsal.interrupts import exit_after_interrupt
+    from rtsal.streams import set_cli_openmp_defaults
 
+    set_cli_openmp_defaults()
     exit_after_interrupt()
     sys.exit(main())
 

@@ -1,13 +1,19 @@
 """The capture -> infer -> render pipeline: three owned threads joined by small channels
 (docs/design.md, "Data flow").
 
-``run_pipeline`` iterates ``frames`` in a capture thread, explains them in an infer thread and draws them in a
-render thread, in order. Back-pressure matches the source:
+``run_pipeline`` iterates ``frames`` in a capture thread, explains them in ``streams`` infer threads (the
+*inference streams*: each runs the model on its own frames with torch's per-thread OpenMP team, so two
+1-thread streams keep two cores busy where one 2-thread forward leaves them waiting on each other) and draws
+them in a render thread. Back-pressure matches the source:
 
-- ``live=True`` (camera, stream): a *latest-frame slot* sits between capture and infer. A frame that has not
-  been taken when the next one arrives is replaced and counted as dropped, so latency never grows.
-- ``live=False`` (files): bounded queues, nothing dropped, every frame inferred and rendered in order; infer
-  takes up to ``batch`` frames at a time.
+- ``live=True`` (camera, stream): a *latest-frame slot* sits between capture and infer; whichever stream is
+  free takes the newest frame. A frame that has not been taken when the next one arrives is replaced and
+  counted as dropped, so latency never grows. A result older than one already drawn (a slower stream
+  finishing after a faster one) is discarded and counted (``stale``): the render stage never shows an older
+  frame after a newer one.
+- ``live=False`` (files): bounded queues, nothing dropped, every frame inferred and rendered in capture order
+  (a reorder buffer in front of render restores it when streams finish out of order; the frames in flight
+  between capture and render are bounded, so memory is too); infer takes up to ``batch`` frames at a time.
 
 A stop ``Event`` ends every stage; each stage empties its inbox and is joined with a timeout. An exception
 raised while iterating ``frames`` ends capture like end-of-stream (what was captured is still inferred and
@@ -26,13 +32,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rtsal.telemetry import StageTimer
+from rtsal.telemetry import CpuStages, StageTimer
 from rtsal.types import Frame
 
 R = TypeVar("R")
 
 _POLL_S = 0.05  # how often a blocked stage looks at the stop event
 STAGES = ("capture", "infer", "render")
+MAX_STREAMS = 64
 
 
 class _End:
@@ -48,13 +55,16 @@ class PipelineStats:
 
     captured: int
     processed: int  # frames inferred
-    dropped: int  # captured but never inferred (live slot replacements, frames discarded at stop)
+    dropped: int  # captured but never drawn: never inferred (live slot, stop) + stale
     rendered: int
     elapsed_s: float
     fps: float  # rendered / elapsed_s
     stage_ms: dict[str, float]  # median ms per frame of each stage: "capture", "infer", "render"
     latency_ms: dict[str, float]  # capture -> render done: "median", "p95", "max" (ms)
     # (medians and p95 cover the last 4096 frames, see telemetry.StageTimer; max covers the whole run)
+    stale: int = 0  # live: inferred, but older than a frame already drawn, so not drawn
+    streams: int = 1
+    cpu_ms: dict[str, float] | None = None  # mean CPU ms per frame of each stage's own thread(s)
 
 
 class PipelineMonitor:
@@ -66,18 +76,20 @@ class PipelineMonitor:
         self.processed = 0
         self.dropped = 0
         self.rendered = 0
+        self.stale = 0
         self.timers = {name: StageTimer(name) for name in STAGES}
         self.latency = StageTimer("latency")
+        self.cpu = CpuStages()  # the stages' thread CPU; callbacks may add their own sub-stages
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
 
     def snapshot(self) -> dict[str, int]:
-        """``{"captured", "processed", "dropped", "rendered"}`` read together."""
+        """``{"captured", "processed", "dropped", "rendered", "stale"}`` read together."""
         with self._lock:
             return {"captured": self.captured, "processed": self.processed,
-                    "dropped": self.dropped, "rendered": self.rendered}
+                    "dropped": self.dropped, "rendered": self.rendered, "stale": self.stale}
 
 
 class LatestSlot:
@@ -160,25 +172,31 @@ def _frames_in(items: Iterable[Any]) -> int:
 
 
 class _Run:
-    """The state one ``run_pipeline`` call shares between its three threads."""
+    """The state one ``run_pipeline`` call shares between its threads (capture, the infer streams, render)."""
 
     def __init__(self, frames: Iterable[Frame], infer: Callable, render: Callable, live: bool, batch: int,
-                 queue_size: int, stop: threading.Event, monitor: PipelineMonitor) -> None:
+                 queue_size: int, stop: threading.Event, monitor: PipelineMonitor, streams: int) -> None:
         self.frames = frames
         self.infer = infer
         self.render = render
         self.live = live
         self.batch = 1 if live else batch
+        self.streams = streams
         self.stop = stop
         self.monitor = monitor
         self.slot = LatestSlot() if live else None
-        self.inbox: queue.Queue = queue.Queue(maxsize=queue_size)  # capture -> infer (files)
-        # infer -> render: one result in flight for a live source keeps latency bounded; files get a buffer.
-        self.outbox: queue.Queue = queue.Queue(maxsize=1 if live else queue_size)
+        self.inbox: queue.Queue = queue.Queue(maxsize=queue_size)  # capture -> infer (files): (seq, frame)
+        # infer -> render: one result per stream in flight for a live source keeps latency bounded; files get
+        # a buffer. Items are (seq, frame, result).
+        self.outbox: queue.Queue = queue.Queue(maxsize=streams if live else queue_size + streams * self.batch)
+        # Files: frames between capture and render, bounded, so that the reorder buffer is bounded too even
+        # when one stream is much slower than the others.
+        self.in_flight = threading.Semaphore(2 * queue_size + 2 * streams * self.batch)
         self.errors: list[tuple[str, BaseException]] = []
         self._errors_lock = threading.Lock()
         self._finished = 0
         self._finished_cond = threading.Condition()
+        self.n_threads = 2 + streams
 
     def stage(self, body: Callable[[], None]) -> Callable[[], None]:
         """A thread target that runs ``body`` and then counts the stage as finished."""
@@ -197,7 +215,7 @@ class _Run:
         """Wait up to ``timeout`` s for every stage to finish. Unlike ``Thread.join``, safe to interrupt with
         Ctrl-C: a KeyboardInterrupt inside ``join`` can mark a thread that is still running as stopped."""
         with self._finished_cond:
-            return self._finished_cond.wait_for(lambda: self._finished == len(STAGES), timeout)
+            return self._finished_cond.wait_for(lambda: self._finished == self.n_threads, timeout)
 
     def fail(self, stage: str, exc: BaseException, stop_all: bool = True) -> None:
         with self._errors_lock:
@@ -206,13 +224,23 @@ class _Run:
             self.stop.set()
 
     # -- capture ---------------------------------------------------------------------------------------------
+    def _acquire_flight(self) -> bool:
+        """A place for one more frame in flight (files); False once ``stop`` is set."""
+        while not self.in_flight.acquire(timeout=_POLL_S):
+            if self.stop.is_set():
+                return False
+        return True
+
     def capture(self) -> None:
         m = self.monitor
         timer = m.timers["capture"]
+        seq = 0
         try:
             it = iter(self.frames)
             while not self.stop.is_set():
-                t0 = time.perf_counter()
+                if self.slot is None and not self._acquire_flight():
+                    break
+                t0, c0 = time.perf_counter(), time.thread_time()
                 try:
                     frame = next(it)
                 except StopIteration:
@@ -221,12 +249,14 @@ class _Run:
                     self.fail("capture", exc, stop_all=False)
                     break
                 timer.add((time.perf_counter() - t0) * 1e3)
+                m.cpu.add("capture", (time.thread_time() - c0) * 1e3)
                 m.count("captured")
                 if self.slot is not None:
-                    if self.slot.put(frame):
+                    if self.slot.put((seq, frame)):
                         m.count("dropped")
-                elif not _put(self.inbox, frame, self.stop):
+                elif not _put(self.inbox, (seq, frame), self.stop):
                     break
+                seq += 1
         except BaseException as exc:
             self.fail("capture", exc, stop_all=False)
         finally:
@@ -242,8 +272,8 @@ class _Run:
                     self.fail("capture", exc, stop_all=False)
 
     # -- infer -----------------------------------------------------------------------------------------------
-    def _next_batch(self) -> tuple[list[Frame], bool]:
-        """Up to ``batch`` frames and whether the stream has ended (or stop was set)."""
+    def _next_batch(self) -> tuple[list[tuple[int, Frame]], bool]:
+        """Up to ``batch`` (seq, frame) pairs and whether the stream has ended (or stop was set)."""
         if self.slot is not None:
             while not self.stop.is_set():
                 item = self.slot.get(_POLL_S)
@@ -252,12 +282,14 @@ class _Run:
                 if item is not None:
                     return [item], False
             return [], True
-        batch: list[Frame] = []
+        batch: list[tuple[int, Frame]] = []
         while len(batch) < self.batch:
             item = _get(self.inbox, self.stop)
             if item is None:  # stop
                 return batch, True
             if item is _END:
+                if self.streams > 1:  # pass the end on to the other streams
+                    _put(self.inbox, _END, self.stop)
                 return batch, True
             batch.append(item)
         return batch, False
@@ -271,17 +303,19 @@ class _Run:
                 batch, ended = self._next_batch()
                 if not batch or self.stop.is_set():
                     continue
-                t0 = time.perf_counter()
-                results = self.infer(batch)
+                frames = [frame for _, frame in batch]
+                t0, c0 = time.perf_counter(), time.thread_time()
+                results = self.infer(frames)
                 ms = (time.perf_counter() - t0) * 1e3
+                m.cpu.add("infer", (time.thread_time() - c0) * 1e3, len(batch))
                 if results is None or len(results) != len(batch):
                     got = "None" if results is None else len(results)
                     raise ValueError(f"infer returned {got} results for {len(batch)} frames")
                 for _ in batch:
                     timer.add(ms / len(batch))
                 m.count("processed", len(batch))
-                for frame, result in zip(batch, results, strict=True):
-                    if not _put(self.outbox, (frame, result), self.stop):
+                for (seq, frame), result in zip(batch, results, strict=True):
+                    if not _put(self.outbox, (seq, frame, result), self.stop):
                         return
         except BaseException as exc:
             self.fail("infer", exc)
@@ -301,26 +335,51 @@ class _Run:
     # -- render ----------------------------------------------------------------------------------------------
     def render_stage(self) -> None:
         m = self.monitor
-        timer = m.timers["render"]
+        ends = 0
+        pending: dict[int, tuple[Frame, Any]] = {}  # files: results that arrived before an earlier frame's
+        next_seq = 0  # files: the next frame to draw; live: the first frame newer than the last drawn
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and ends < self.streams:
                 item = _get(self.outbox, self.stop)
-                if item is None or item is _END:
+                if item is None:
                     break
-                frame, result = item
-                t0 = time.perf_counter()
-                keep_going = self.render(frame, result)
-                t1 = time.perf_counter()
-                timer.add((t1 - t0) * 1e3)
-                m.latency.add((t1 - frame.t_capture) * 1e3)
-                m.count("rendered")
-                if keep_going is False:
-                    self.stop.set()
+                if item is _END:
+                    ends += 1
+                    continue
+                seq, frame, result = item
+                if self.live:
+                    if seq < next_seq:  # a slower stream's older frame: never shown after a newer one
+                        m.count("stale")
+                        m.count("dropped")
+                        continue
+                    next_seq = seq + 1
+                    if self._draw(frame, result) is False:
+                        self.stop.set()
+                    continue
+                pending[seq] = (frame, result)
+                while next_seq in pending and not self.stop.is_set():
+                    frame, result = pending.pop(next_seq)
+                    next_seq += 1
+                    keep_going = self._draw(frame, result)
+                    self.in_flight.release()
+                    if keep_going is False:
+                        self.stop.set()
         except BaseException as exc:
             self.fail("render", exc)
         finally:
             if self.stop.is_set():
                 _drain(self.outbox)
+
+    def _draw(self, frame: Frame, result: Any) -> bool | None:
+        m = self.monitor
+        t0, c0 = time.perf_counter(), time.thread_time()
+        keep_going = self.render(frame, result)
+        t1 = time.perf_counter()
+        m.cpu.add("render", (time.thread_time() - c0) * 1e3)
+        m.timers["render"].add((t1 - t0) * 1e3)
+        m.latency.add((t1 - frame.t_capture) * 1e3)
+        m.count("rendered")
+        return keep_going
 
 
 def _mark(exc: BaseException, stage: str) -> BaseException:
@@ -346,6 +405,7 @@ def run_pipeline(
     monitor: PipelineMonitor | None = None,
     main_loop: Callable[[], bool | None] | None = None,
     join_timeout: float = 10.0,
+    streams: int = 1,
 ) -> PipelineStats:
     """Run capture, infer and render on three threads until ``frames`` ends, ``render`` returns False or
     ``stop`` is set; return the counts and timings. See the module docstring for the channel rules.
@@ -355,17 +415,24 @@ def run_pipeline(
     after they end: GUI toolkits want their windows and event loop on the main thread. Returning False
     stops the run; an exception in it stops every stage and is re-raised with the stage name "display".
     ``join_timeout`` bounds the wait for each thread after a stop.
+    ``streams`` infer threads call ``infer`` concurrently (it must be thread-safe when ``streams > 1``;
+    :class:`rtsal.frame.infer.FrameExplainer` is). Each forward uses torch's intra-op thread count
+    (``torch.set_num_threads``, set by the caller: process-wide), so the model's threads total
+    ``streams x torch.get_num_threads()``.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     if queue_size < 1:
         raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+    if not 1 <= streams <= MAX_STREAMS:
+        raise ValueError(f"streams must be within 1..{MAX_STREAMS}, got {streams}")
     stop = stop if stop is not None else threading.Event()
     monitor = monitor if monitor is not None else PipelineMonitor()
-    run = _Run(frames, infer, render, live, batch, queue_size, stop, monitor)
+    run = _Run(frames, infer, render, live, batch, queue_size, stop, monitor, streams)
     threads = [
         threading.Thread(target=run.stage(run.capture), name="rtsal-capture", daemon=True),
-        threading.Thread(target=run.stage(run.infer_stage), name="rtsal-infer", daemon=True),
+        *(threading.Thread(target=run.stage(run.infer_stage), name=f"rtsal-infer-{k}", daemon=True)
+          for k in range(streams)),
         threading.Thread(target=run.stage(run.render_stage), name="rtsal-render", daemon=True),
     ]
     t_start = time.perf_counter()
@@ -399,7 +466,7 @@ def run_pipeline(
             if other is not exc and hasattr(exc, "add_note"):
                 exc.add_note(f"(also in the {other_stage} stage: {type(other).__name__}: {other})")
         raise _mark(exc, stage)
-    return stats_of(monitor, elapsed, live=live)
+    return stats_of(monitor, elapsed, live=live, streams=streams)
 
 
 def _main_loop(run: _Run, main_loop: Callable[[], bool | None]) -> None:
@@ -443,7 +510,9 @@ def _join_all(run: _Run, threads: list[threading.Thread], timeout: float) -> Non
                       RuntimeWarning, stacklevel=3)
 
 
-def stats_of(monitor: PipelineMonitor, elapsed_s: float, live: bool = True) -> PipelineStats:
+def stats_of(
+    monitor: PipelineMonitor, elapsed_s: float, live: bool = True, streams: int = 1
+) -> PipelineStats:
     """Freeze a monitor's counters and timers into ``PipelineStats``.
 
     A file source drops nothing: frames it read ahead of a stop (``--max-frames``, an error, Ctrl-C) were
@@ -455,10 +524,13 @@ def stats_of(monitor: PipelineMonitor, elapsed_s: float, live: bool = True) -> P
     return PipelineStats(
         captured=captured,
         processed=processed,
-        dropped=captured - processed,
+        dropped=captured - processed + counts["stale"],
         rendered=counts["rendered"],
         elapsed_s=elapsed_s,
         fps=counts["rendered"] / elapsed_s if elapsed_s > 0 else 0.0,
         stage_ms={name: monitor.timers[name].median() for name in STAGES},
         latency_ms=monitor.latency.summary(),
+        stale=counts["stale"],
+        streams=streams,
+        cpu_ms=monitor.cpu.per_frame(),
     )

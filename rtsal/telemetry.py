@@ -113,3 +113,62 @@ class FpsMeter:
                 return 0.0
             span = self._times[-1] - self._times[0]
             return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class CpuStages:
+    """CPU time per frame of named stages (``time.thread_time``: the calling thread only, so work that a
+    stage hands to other threads, e.g. OpenMP or codec threads, is not in it). Thread-safe; totals, not a
+    window, so a 10,000-frame run holds a few numbers.
+
+        with cpu.measure("render"):
+            ...
+        cpu.per_frame()  # {"render": 2.1, ...} mean CPU ms per frame
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ms: dict[str, float] = {}
+        self._frames: dict[str, int] = {}
+
+    def add(self, name: str, ms: float, frames: int = 1) -> None:
+        """Add ``ms`` of CPU spent on ``frames`` frames in stage ``name``."""
+        with self._lock:
+            self._ms[name] = self._ms.get(name, 0.0) + ms
+            self._frames[name] = self._frames.get(name, 0) + frames
+
+    def measure(self, name: str, frames: int = 1) -> _CpuTiming:
+        """``with cpu.measure(name): ...`` adds the block's CPU time of this thread."""
+        return _CpuTiming(self, name, frames)
+
+    def per_frame(self) -> dict[str, float]:
+        """Mean CPU ms per frame of each stage measured so far."""
+        with self._lock:
+            return {k: self._ms[k] / max(1, self._frames[k]) for k in self._ms}
+
+
+class _CpuTiming:
+    def __init__(self, cpu: CpuStages, name: str, frames: int) -> None:
+        self.cpu, self.name, self.frames = cpu, name, frames
+        self.t0 = 0.0
+
+    def __enter__(self) -> _CpuTiming:
+        self.t0 = time.thread_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu.add(self.name, (time.thread_time() - self.t0) * 1e3, self.frames)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MB): Linux ``/proc``, else the peak from ``getrusage``."""
+    import os
+    import sys
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, AttributeError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -133,6 +133,10 @@ class _Counting:
     def class_names(self) -> Any:
         return self._explainer.class_names
 
+    @property
+    def sequential(self) -> bool:
+        return self._explainer.sequential
+
     def reset(self) -> None:
         self._explainer.reset()
 

@@ -99,6 +99,15 @@ def _check(args: argparse.Namespace) -> None:
     check_codec(args.codec)
 
 
+def _video_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The video options of each file. ``--streams auto`` is one inference stream per file here: the workers
+    already run files side by side on the cores (``--streams N`` asks for N streams in every file)."""
+    out = {**vars(args), "no_progress": True}
+    if str(args.streams).strip().lower() == "auto":
+        out["streams"] = 1
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
     from rtsal.batch import BatchOptions, format_report, run_batch
@@ -107,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         inputs=list(args.inputs),
         outdir=Path(args.output),
         engine=engine_settings(args),
-        video=settings_of(argparse.Namespace(**vars(args), no_progress=True)),
+        video=settings_of(argparse.Namespace(**_video_args(args))),
         maps=args.maps,
         resume=args.resume,
         force=args.force,

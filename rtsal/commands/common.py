@@ -223,28 +223,41 @@ def check_view_args(args: argparse.Namespace) -> None:
 
 
 def add_threads_option(g: argparse._ActionsContainer) -> None:
-    """--threads for the commands that run the three-stage pipeline."""
+    """--streams and --threads for the commands that run the pipeline (webcam, demo, video)."""
+    g.add_argument(
+        "--streams",
+        default="auto",
+        metavar="auto|N",
+        help="inference streams: N model workers, each on its own frames (default: auto, from the CPU "
+        "cores: 1-3 cores -> one stream a core of 1 thread, 4-8 -> streams of 2 threads, more -> of 4, "
+        "at most 8; see the README)",
+    )
     g.add_argument(
         "--threads",
         type=int,
         default=None,
         metavar="N",
-        help="torch threads for the model (default: one fewer than the CPU cores, at least 1: capture or "
-        "decoding and drawing or encoding need a core too, and oversubscribed threads run slower)",
+        help="torch threads per stream (default: from --streams and the cores)",
     )
 
 
-def apply_threads(args: argparse.Namespace) -> int:
-    """Set torch's intra-op threads from ``--threads`` (default: cores - 1, at least 1); returns it."""
-    import os
+def plan_streams(args: argparse.Namespace):
+    """``(streams, threads)`` from ``--streams`` and ``--threads``; one line and exit 2 for a bad value."""
+    from rtsal.streams import plan_streams as plan
 
+    return plan(getattr(args, "streams", "auto"), getattr(args, "threads", None))
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """Resolve ``--streams``/``--threads``, set torch's intra-op threads to the threads per stream (each
+    stream's thread gets its own OpenMP team of that size) and store ``args.streams_n``; returns the
+    threads per stream."""
     import torch
 
-    n = args.threads if getattr(args, "threads", None) else max(1, (os.cpu_count() or 2) - 1)
-    if n < 1:
-        raise UsageError(f"--threads must be at least 1, got {n}")
-    torch.set_num_threads(n)
-    return n
+    plan = plan_streams(args)
+    torch.set_num_threads(plan.threads)
+    args.streams_n = plan.streams
+    return plan.threads
 
 
 def engine_inputs(args: argparse.Namespace) -> list[str]:

@@ -23,6 +23,7 @@ from rtsal.commands.common import (
     engine_inputs,
     finite_float,
     make_runner,
+    plan_streams,
 )
 from rtsal.errors import UsageError
 
@@ -110,6 +111,7 @@ def add_video_options(g: argparse._ActionsContainer) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """Usage checks that need no file and no model."""
     check_view_args(args)
+    plan_streams(args)  # --streams / --threads
     check_engine_args(args)
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
@@ -119,8 +121,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--crf must be within 0..51 (x264) or 0..63 (VP9), got {args.crf:g}")
     if args.start is not None and args.start < 0:
         raise UsageError(f"--start must be >= 0 seconds, got {args.start:g}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     if args.end is not None and args.end <= (args.start or 0.0):
         raise UsageError(f"--end ({args.end:g} s) must come after --start ({args.start or 0.0:g} s)")
     names = [Path(x).resolve() for x in (args.output, args.maps, args.csv) if x]
@@ -136,6 +136,7 @@ def settings_of(args: argparse.Namespace) -> VideoSettings:
         view=args.view, cmap=args.cmap, alpha=args.alpha, smooth=args.smooth, labels=not args.no_labels,
         batch=args.batch, start=args.start, end=args.end, codec=args.codec, crf=args.crf, preset=args.preset,
         pix_fmt=args.pix_fmt, audio=not args.no_audio, progress=False if args.no_progress else None,
+        streams=plan_streams(args).streams,
     )
 
 

@@ -17,6 +17,7 @@ from rtsal.commands.common import (
     check_view_args,
     engine_inputs,
     finite_float,
+    plan_streams,
 )
 from rtsal.errors import Interrupted, UsageError
 
@@ -70,6 +71,7 @@ def check_live_args(args: argparse.Namespace) -> None:
     from rtsal.outputs import check_outputs
 
     check_view_args(args)
+    plan_streams(args)  # --streams / --threads
     check_engine_args(args)
     if not 0.0 <= args.smooth < 1.0:
         raise UsageError(f"--smooth must be within 0..1 (1 excluded), got {args.smooth}")
@@ -124,7 +126,7 @@ def live_settings(args: argparse.Namespace):
 
     return LiveSettings(view=args.view, cmap=args.cmap, alpha=args.alpha, smooth=args.smooth,
                         max_frames=args.max_frames, snapshot_dir=args.snapshot_dir, model=args.model,
-                        size=args.size, window=not args.no_window)
+                        size=args.size, window=not args.no_window, streams=plan_streams(args).streams)
 
 
 def run_live(args: argparse.Namespace, source: Any, recorder: Any, title: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,10 @@ class ActivationRecorder:
     replaced by a leaf that requires grad and grad mode is switched on for the rest of the forward pass, so a
     backward pass from the logits covers only the layers after it (the head). The caller's ``no_grad``
     context restores grad mode when it exits.
+
+    What is recorded is kept per thread (hooks run in the thread that calls the model), so several threads
+    may run forward passes of the same model at once, each popping its own activations (the pipeline's
+    inference streams share one model and one set of hooks).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], grad_layer: int | None = None) -> None:
@@ -29,8 +34,7 @@ class ActivationRecorder:
         self.grad_layer = grad_layer
         self.track_grad = False
         self._handles: list[RemovableHandle] = []
-        self._counts: dict[str, int] = {}
-        self._store: list[Tensor | None] = [None] * len(self.layers)
+        self._local = threading.local()  # .counts, .store: this thread's forward pass
         modules = dict(model.named_modules())
         self._wanted: dict[str, dict[int, int]] = {}  # module name -> {call number: slot}
         for slot, info in enumerate(self.layers):
@@ -57,34 +61,39 @@ class ActivationRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._store = [None] * len(self.layers)
+        self._local = threading.local()
 
     def _reset(self, module: nn.Module, args: object) -> None:
-        self._counts.clear()
-        self._store = [None] * len(self.layers)
+        self._local.counts = {}
+        self._local.store = [None] * len(self.layers)
 
     def _make_hook(self, name: str):
         wanted = self._wanted[name]
 
         def hook(module: nn.Module, args: object, out: Tensor) -> Tensor | None:
-            call = self._counts.get(name, 0)
-            self._counts[name] = call + 1
+            local = self._local
+            if not hasattr(local, "store"):  # the module was called alone, without the model's pre-hook
+                self._reset(module, args)
+            counts = local.counts
+            call = counts.get(name, 0)
+            counts[name] = call + 1
             slot = wanted.get(call)
             if slot is None:
                 return None
             if self.track_grad and slot == self.grad_layer:
                 leaf = out.detach().requires_grad_(True)
-                self._store[slot] = leaf
+                local.store[slot] = leaf
                 torch.set_grad_enabled(True)
                 return leaf.clone()  # a non-leaf, so in-place ops after the layer (e.g. ReLU) stay legal
-            self._store[slot] = out.detach()
+            local.store[slot] = out.detach()
             return None
 
         return hook
 
     def pop(self) -> list[Tensor]:
         """The tensors recorded in the last forward pass, in layer order; clears the store."""
-        store, self._store = self._store, [None] * len(self.layers)
+        store = getattr(self._local, "store", None) or [None] * len(self.layers)
+        self._local.store = [None] * len(self.layers)
         missing = [self.layers[i].name for i, t in enumerate(store) if t is None]
         if missing:
             raise RuntimeError(f"layer {missing[0]!r} produced no output in the last forward pass")

@@ -35,8 +35,11 @@ class ClipFrameExplainer(FrameExplainer):
     """A :class:`FrameExplainer` for clip models: every call explains the window of the last ``clip_len``
     frames and returns one :class:`FrameResult` per new frame (maps of its time step, model resolution).
 
-    ``stride`` is how many frames a file run hands over at a time (the pipeline's ``batch``).
+    ``stride`` is how many frames a file run hands over at a time (the pipeline's ``batch``). The window
+    carries frames from call to call, so it runs as one stream.
     """
+
+    sequential = True
 
     def __init__(
         self,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,12 +41,48 @@ class FrameResult:
     window: tuple[int, int] | None = None  # clip models: first and last frame index of the clip explained
 
 
+class _SharedExclusive:
+    """A readers-writer lock: any number of shared holders, or one exclusive holder (writers first)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        with self._cond:
+            if exclusive:
+                self._waiting_exclusive += 1
+                self._cond.wait_for(lambda: not self._exclusive and self._shared == 0)
+                self._waiting_exclusive -= 1
+                self._exclusive = True
+            else:
+                self._cond.wait_for(lambda: not self._exclusive and self._waiting_exclusive == 0)
+                self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                if exclusive:
+                    self._exclusive = False
+                else:
+                    self._shared -= 1
+                self._cond.notify_all()
+
+
 class FrameExplainer:
     """Explains frames with the current method, keeping maps at model resolution (the render stage resizes
     only the maps its view draws). Switching method (:meth:`set_method`) builds the new method's runner
     once, on the same model: no model is reloaded. ``target`` pins the class the CAM explains (None: top-1).
 
     ``runner`` is owned: :meth:`close` closes it and every runner built here.
+
+    Thread-safe for the pipeline's inference streams: the engine methods (one forward pass, hooks that
+    record per thread) run concurrently on the one model; a comparison method (its own passes, shared
+    state, and it takes the engine's hooks off the model while it runs) runs alone: no other call, of any
+    method, runs beside it (a method switch while streams are busy is safe).
     """
 
     def __init__(
@@ -64,6 +102,8 @@ class FrameExplainer:
         self._layer = layer
         self._cskip = cskip
         self._runners: dict[str, Runner] = {method: runner}
+        self._build_lock = threading.Lock()
+        self._model_use = _SharedExclusive()  # engine calls share the model; a comparison method owns it
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -87,21 +127,28 @@ class FrameExplainer:
         """Explain the next frames with ``method`` (hotkey m)."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}")
-        if method not in self._runners:
-            from rtsal.methods import build_runner
+        with self._build_lock:
+            if method not in self._runners:
+                from rtsal.methods import build_runner
 
-            explainer = getattr(self.runner, "explainer", self.runner)
-            self._runners[method] = build_runner(
-                method, explainer, layer=self._layer, cskip=self._cskip, close_explainer=False
-            )
-        self.method = method
+                explainer = getattr(self.runner, "explainer", self.runner)
+                self._runners[method] = build_runner(
+                    method, explainer, layer=self._layer, cskip=self._cskip, close_explainer=False
+                )
+            self.method = method
+
+    sequential = False  # True: calls carry state from frame to frame (one stream, frames in order)
 
     def reset(self) -> None:
         """Forget what belongs to the previous video (nothing here; a clip model's window of frames)."""
 
-    def explain(self, images: Any) -> SaliencyResult:
-        """RGB uint8 (H, W, 3) or (N, H, W, 3) -> the current method's result, maps at model resolution."""
-        return self._runners[self.method].explain(images, self.target, size="model")
+    def explain(self, images: Any, method: str | None = None) -> SaliencyResult:
+        """RGB uint8 (H, W, 3) or (N, H, W, 3) -> the result of ``method`` (default: the current one), maps at
+        model resolution."""
+        method = method or self.method
+        runner = self._runners[method]
+        with self._model_use.hold(exclusive=not METHODS[method].engine):
+            return runner.explain(images, self.target, size="model")
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """The pipeline's infer stage: a batch of frames -> one :class:`FrameResult` per frame."""
@@ -111,7 +158,7 @@ class FrameExplainer:
         t0 = time.perf_counter()
         images = frames[0].image if len(frames) == 1 else np.stack([f.image for f in frames])
         stacked = (time.perf_counter() - t0) * 1e3
-        result = self.explain(images)
+        result = self.explain(images, method)
         n = len(frames)
         timings = dict(result.timings)
         timings["preprocess"] = timings.get("preprocess", 0.0) + stacked

@@ -22,7 +22,7 @@ from rtsal.names import CMAPS, METHODS, VIEWS
 from rtsal.pipeline import LatestSlot, PipelineMonitor, run_pipeline, stats_of
 from rtsal.render.hotkeys import Hotkeys, LiveState
 from rtsal.render.hud import DropWatch, Hud, HudInfo
-from rtsal.telemetry import FpsMeter, StageTimer
+from rtsal.telemetry import FpsMeter, StageTimer, rss_mb
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,6 +58,13 @@ class LiveSettings:
     model: str = ""
     size: Any = 224
     window: bool = True  # False: the null sink, no main-thread GUI loop
+    streams: int = 1  # inference streams (see rtsal.streams)
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op threads (per stream), when torch is loaded."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -94,8 +101,9 @@ class LiveSession:
             target=explainer.target,
         )
         self.hotkeys = Hotkeys(self.state, explainer.methods, VIEWS, CMAPS)
-        self.renderer = FrameRenderer(settings.view, settings.cmap, settings.alpha, smooth=settings.smooth)
         self.monitor = PipelineMonitor()
+        self.renderer = FrameRenderer(settings.view, settings.cmap, settings.alpha, smooth=settings.smooth,
+                                      cpu=self.monitor.cpu)
         self.hud = Hud()
         self.drops = DropWatch()
         self.fps = FpsMeter()
@@ -109,11 +117,13 @@ class LiveSession:
         self.stop = threading.Event()
         self.t0: float | None = None
         self.t_start = time.perf_counter()
+        self.cpu_start = time.process_time()
         self.last_plain = None  # the last annotated frame without the HUD (redrawn while paused)
         self.last_shown = None
         self.last_topk: list[int] = []
         self.snapshots_saved = 0
         self.rendered_frames = 0
+        self.threads: int | None = None  # torch threads per stream during the run
         self.engine: str | None = None  # which engine drew the last frame (the HUD says)
         self.stats = None
 
@@ -152,7 +162,8 @@ class LiveSession:
                     timer_all.add(item.timings[name])
             self.fps.tick(now)
             self.rendered_frames += 1
-        shown = self.hud.annotate(plain, self._hud_info(frame, now), help=s.help)
+        with self.monitor.cpu.measure("hud"):
+            shown = self.hud.annotate(plain, self._hud_info(frame, now), help=s.help)
         if self.recorder is not None and item is not None:
             t = frame.t_capture - self.t0 if self.live or frame.pts is None else frame.pts
             self.recorder.write(shown, t)
@@ -216,8 +227,11 @@ class LiveSession:
         """Run the pipeline over ``source`` until it ends, a stage stops it, or the user quits."""
         main_loop: Callable[[], bool] | None = self.main_loop if self.settings.window else None
         self.t_start = time.perf_counter()
+        self.cpu_start = time.process_time()
+        self.threads = _torch_threads()
         self.stats = run_pipeline(source, self.infer, self.render, live=self.live, stop=self.stop,
-                                  monitor=self.monitor, main_loop=main_loop)
+                                  monitor=self.monitor, main_loop=main_loop,
+                                  streams=1 if self.explainer.sequential else self.settings.streams)
         return self.stats
 
     def close(self) -> None:
@@ -234,7 +248,8 @@ class LiveSession:
     def summary(self, stats: Any = None, interrupted: bool = False) -> dict[str, Any]:
         """The run's figures (what ``--stats-json`` holds); ``stats`` default: what the monitor saw so far."""
         if stats is None:
-            stats = stats_of(self.monitor, time.perf_counter() - self.t_start, live=self.live)
+            stats = stats_of(self.monitor, time.perf_counter() - self.t_start, live=self.live,
+                             streams=self.settings.streams)
 
         def clean(v: Any) -> Any:
             if isinstance(v, float):
@@ -252,6 +267,13 @@ class LiveSession:
             "saliency_overhead_pct": 100.0 * sal / fwd if fwd and sal is not None else None,
             "display_latency_ms": self.shown_latency.summary() if self.shown_latency.count else None,
         }))
+        frames = max(1, out.get("rendered") or 0)
+        out.update(clean({
+            # every thread of the process (OpenMP, codec threads too), per rendered frame
+            "cpu_ms_process_per_frame": (time.process_time() - self.cpu_start) * 1e3 / frames,
+            "rss_mb": rss_mb(),
+        }))
         out.update(model=self.settings.model, method=self.state.method, live=self.live,
-                   interrupted=interrupted, smooth=self.settings.smooth, size=self.settings.size)
+                   interrupted=interrupted, smooth=self.settings.smooth, size=self.settings.size,
+                   threads_per_stream=self.threads or _torch_threads())
         return out

@@ -14,6 +14,7 @@ from rtsal.names import VIEW_FIELDS
 from rtsal.render.frames import resize_maps, select, to_host
 from rtsal.render.smooth import MapSmoother
 from rtsal.render.views import draw_topk, make_view
+from rtsal.telemetry import CpuStages
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,6 +33,8 @@ class FrameRenderer:
         smooth: weight of the previous frames in an exponential moving average of the maps (0: off).
         labels: how many top classes to write in the corner (0: none).
         label_scale: text scale; default from the frame's width.
+        cpu: where to add each sub-stage's CPU time per frame ("maps to host", "resize", "view" = colour
+            map and blend, "labels"); default: a new :class:`~rtsal.telemetry.CpuStages` (``self.cpu``).
     """
 
     def __init__(
@@ -43,7 +46,9 @@ class FrameRenderer:
         smooth: float = 0.0,
         labels: int = 3,
         label_scale: float | None = None,
+        cpu: CpuStages | None = None,
     ) -> None:
+        self.cpu = cpu if cpu is not None else CpuStages()
         self.smoother = MapSmoother(smooth)
         self.labels = labels
         self.label_scale = label_scale
@@ -74,15 +79,19 @@ class FrameRenderer:
     def maps(self, fr: FrameResult, size: tuple[int, int]) -> SaliencyResult:
         """The frame's one-image result with the drawn maps on the host, smoothed and resized to ``size``."""
         fields = self.fields
-        one = self.smoother(to_host(select(fr.result, fr.i), fields), fields)
-        return resize_maps(one, size, fields)
+        with self.cpu.measure("maps to host"):
+            one = self.smoother(to_host(select(fr.result, fr.i), fields), fields)
+        with self.cpu.measure("resize"):
+            return resize_maps(one, size, fields)
 
     def __call__(self, image: np.ndarray, fr: FrameResult) -> np.ndarray:
         """RGB uint8 (H, W, 3) and its result -> the picture (a new array; ``image`` is not changed)."""
         one = self.maps(fr, image.shape[:2])
-        out = self._view.annotate(image, one, 0)
+        with self.cpu.measure("view"):
+            out = self._view.annotate(image, one, 0)
         if self.labels:  # label size from the frame's width, also on the wider side-by-side and grid views
-            scale = self.label_scale or max(0.4, min(1.0, image.shape[1] / 900))
-            draw_topk(out, one, 0, k=self.labels, scale=scale)
+            with self.cpu.measure("labels"):
+                scale = self.label_scale or max(0.4, min(1.0, image.shape[1] / 900))
+                draw_topk(out, one, 0, k=self.labels, scale=scale)
         self.last = one
         return out

@@ -28,6 +28,7 @@ from rtsal.frame.render import FrameRenderer
 from rtsal.interrupts import Interrupts
 from rtsal.io.video import DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET
 from rtsal.outputs import AtomicPath, check_outputs
+from rtsal.pipeline import PipelineMonitor
 
 if TYPE_CHECKING:
     from rtsal.frame.infer import FrameExplainer, FrameResult
@@ -63,6 +64,7 @@ class VideoSettings:
     pix_fmt: str | None = None
     audio: bool = True
     progress: bool | None = None  # None: a bar only on a terminal
+    streams: int = 1  # inference streams (see rtsal.streams)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class VideoSummary:
     codec: str
     audio_streams: int
     interrupted: bool = False
+    # the pipeline's counters, as ``rtsal webcam --stats-json`` has them: captured, processed, dropped,
+    # rendered, fps, stage_ms, latency_ms, streams, cpu_ms (per stage and sub-stage, incl. "encode"),
+    # cpu_ms_process_per_frame, rss_mb, threads_per_stream
+    stats: dict[str, Any] | None = None
 
     @property
     def fps(self) -> float:
@@ -158,7 +164,9 @@ class VideoJob:
         except BaseException:
             self.reader.close()
             raise
-        self.renderer = FrameRenderer(s.view, s.cmap, s.alpha, smooth=s.smooth, labels=3 if s.labels else 0)
+        self.monitor = PipelineMonitor()
+        self.renderer = FrameRenderer(s.view, s.cmap, s.alpha, smooth=s.smooth, labels=3 if s.labels else 0,
+                                      cpu=self.monitor.cpu)
         self.written = 0
         self.last_pts: float | None = None
         self.first_pts: float | None = None
@@ -190,14 +198,17 @@ class VideoJob:
 
         error: BaseException | None = None
         interrupted = False
-        t0 = time.perf_counter()
+        self.monitor = monitor = PipelineMonitor()
+        self.renderer.cpu = monitor.cpu
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        stats = None
         with Interrupts() as signals:
             try:
                 explainer.reset()  # a new video: no window of frames from the last one
                 self._open_side_outputs(explainer)
-                run_pipeline(
-                    self.reader, explainer, self._render, live=False, batch=batch or self.settings.batch
-                )
+                stats = run_pipeline(self.reader, explainer, self._render, live=False, monitor=monitor,
+                                     batch=batch or self.settings.batch,
+                                     streams=1 if explainer.sequential else self.settings.streams)
             except KeyboardInterrupt:
                 interrupted = True
             except Exception as exc:  # noqa: BLE001 - finish the outputs first, then report it
@@ -223,9 +234,26 @@ class VideoJob:
             raise close_error
         if not self.written:
             raise VideoIOError(f"no frame of {self.reader.path} in the chosen range; {done}")
-        return self._summary(elapsed)
+        return self._summary(elapsed, self._stats(stats, time.process_time() - cpu0))
 
-    def _summary(self, elapsed: float) -> VideoSummary:
+    def _stats(self, stats: Any, cpu_s: float) -> dict[str, Any] | None:
+        import sys
+        from dataclasses import asdict
+
+        from rtsal.telemetry import rss_mb
+
+        if stats is None:
+            return None
+        out = asdict(stats)
+        torch = sys.modules.get("torch")
+        out.update(
+            cpu_ms_process_per_frame=cpu_s * 1e3 / max(1, self.written),
+            rss_mb=rss_mb(),
+            threads_per_stream=torch.get_num_threads() if torch is not None else None,
+        )
+        return out
+
+    def _summary(self, elapsed: float, stats: dict[str, Any] | None = None) -> VideoSummary:
         info, w = self.info, self.writer
         span = 0.0
         if self.last_pts is not None and self.first_pts is not None:
@@ -233,7 +261,8 @@ class VideoJob:
             if _plausible_rate(info.fps):
                 span += 1.0 / info.fps
         return VideoSummary(
-            self.output, self.written, elapsed, span, w.width, w.height, w.codec_name, w.audio_streams
+            self.output, self.written, elapsed, span, w.width, w.height, w.codec_name, w.audio_streams,
+            stats=stats,
         )
 
     # -- outputs ------------------------------------------------------------------------------------------
@@ -314,7 +343,8 @@ class VideoJob:
         t0 = time.perf_counter()
         out = self.renderer(frame.image, fr)
         t1 = time.perf_counter()
-        self.writer.write(out, frame.pts, frame.extra)
+        with self.monitor.cpu.measure("encode"):
+            self.writer.write(out, frame.pts, frame.extra)
         t2 = time.perf_counter()
         self.written += 1
         if self.first_pts is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cv2
@@ -27,13 +28,25 @@ def to_numpy_map(m: Any) -> np.ndarray:
 
 
 def to_uint8(m: Any) -> np.ndarray:
-    """A [0, 1] map -> uint8 (H, W)."""
-    return (to_numpy_map(m) * 255.0 + 0.5).astype(np.uint8)
+    """A [0, 1] map -> uint8 (H, W): one scaling pass on a float32 map, in place on its own copy."""
+    a = to_numpy_map(m)  # a new array (np.clip copies)
+    a *= 255.0
+    a += 0.5
+    return a.astype(np.uint8)
+
+
+@functools.cache
+def rgb_lut(cmap: str) -> np.ndarray:
+    """OpenCV's colour map ``cmap`` as a 256-entry RGB table (256, 1, 3) uint8, built once: colouring with
+    it gives RGB directly (no BGR->RGB pass over every pixel)."""
+    ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    lut = cv2.cvtColor(cv2.applyColorMap(ramp, CMAPS[cmap]), cv2.COLOR_BGR2RGB)
+    lut.flags.writeable = False
+    return lut
 
 
 def colorize(m: Any, cmap: str = "jet") -> np.ndarray:
     """A [0, 1] map (H, W) -> RGB uint8 (H, W, 3) through an OpenCV colour map."""
     if cmap not in CMAPS:
         raise ValueError(f"unknown colour map {cmap!r}: choose one of {', '.join(CMAPS)}")
-    bgr = cv2.applyColorMap(to_uint8(m), CMAPS[cmap])
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.applyColorMap(to_uint8(m), rgb_lut(cmap))

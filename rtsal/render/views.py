@@ -6,6 +6,7 @@ returning RGB uint8 (H, W, 3); ``i`` picks the image of the batch in ``result``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,13 +24,27 @@ def blend(image: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
     return cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0)
 
 
-def put_label(image: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.5) -> None:
-    """White text on a dark box, in place; ``org`` is the top-left corner."""
+@functools.lru_cache(maxsize=512)
+def label_patch(text: str, scale: float) -> np.ndarray:
+    """White text on a black box, drawn once per (text, scale) and cached: labels repeat from frame to frame,
+    and anti-aliased text is the dearest thing drawn per frame. Read-only RGB uint8 (h, w, 3)."""
     thickness = 1 if scale < 0.8 else 2
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    patch = np.zeros((th + base + 7, tw + 7, 3), np.uint8)
+    cv2.putText(patch, text, (3, th + 3), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    patch.flags.writeable = False
+    return patch
+
+
+def put_label(image: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.5) -> None:
+    """White text on a dark box, in place; ``org`` is the top-left corner (clipped to the image)."""
+    patch = label_patch(text, float(scale))
     x, y = org
-    cv2.rectangle(image, (x, y), (x + tw + 6, y + th + base + 6), (0, 0, 0), -1)
-    cv2.putText(image, text, (x + 3, y + th + 3), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    h, w = image.shape[:2]
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(w, x + patch.shape[1]), min(h, y + patch.shape[0])
+    if x1 > x0 and y1 > y0:
+        image[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 def draw_topk(
