@@ -67,7 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline",
         default="blur",
-        choices=SUBSTRATES,
+        metavar="|".join(SUBSTRATES),
         help="substrate for removed pixels: blur (a blurred copy), black, mean (the image's mean colour), "
         "noise (uniform, seeded) (default: blur)",
     )
@@ -113,6 +113,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     if args.steps < 2:
         raise UsageError(f"--steps must be at least 2, got {args.steps}")
+    if args.baseline not in SUBSTRATES:
+        raise UsageError(f"--baseline must be one of {', '.join(SUBSTRATES)}, got {args.baseline!r}")
     if args.every < 1:
         raise UsageError(f"--every must be at least 1, got {args.every}")
     if args.batch_size < 1:

@@ -2,9 +2,12 @@
 
 - **Deletion / insertion curves** (Petsiuk et al., RISE, 2018): replace the most salient pixels first by a
   baseline (deletion) or reveal them first over the baseline (insertion), in equal steps of the pixel count,
-  and record the probability of the class the model predicted on the intact image. The baseline is a blurred
-  copy of the image, so removing pixels removes detail without adding edges. Area under each curve over the
-  removed/revealed fraction in [0, 1]: deletion low and insertion high is better.
+  and record the probability of the class the model predicted on the intact image. The baseline (substrate,
+  :func:`make_baseline`) is a blurred copy of the image by default, so removing pixels removes detail without
+  adding edges; black, the image's mean colour and uniform noise are the others. Area under each curve over
+  the removed/revealed fraction in [0, 1]: deletion low and insertion high is better.
+- **Normalised curves** (:func:`normalise_curve`): each curve divided by the intact image's probability and
+  clipped to [0, 1], so an image the model is unsure of weighs as much as one it is sure of.
 - **Average drop / increase in confidence** (Chattopadhyay et al., Grad-CAM++, 2018): keep only the salient
   region, ``kept = baseline + map * (image - baseline)`` (with a black baseline this is the paper's
   ``map * image``), and compare the class probability with the intact image's: drop ``max(0, y - o) / y``
@@ -14,6 +17,7 @@
 Every function takes a ``model``: any callable from a preprocessed batch (B, 3, h, w) to logits (B, classes).
 Images are preprocessed float tensors, maps are (h, w) at the same resolution, higher = more salient.
 Ties in a map are broken in a seeded random order, so flat regions are not removed in raster order.
+Intervals and paired differences over images are in :mod:`rtsal.eval.stats`.
 """
 
 from __future__ import annotations
