@@ -47,8 +47,8 @@ def overlay(image: np.ndarray, m, alpha: float = 0.5) -> np.ndarray:
 
 def lovi_rgb(stack) -> np.ndarray:
     """The LOVI colouring of a per-scale stack (L, H, W) as RGB uint8."""
-    from rtsal.render.colormap import to_numpy_map
     from rtsal.engine.saliency.lovi import lovi
+    from rtsal.render.colormap import to_numpy_map
 
     bgr = to_numpy_map(lovi(stack))
     return (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""Faithfulness evaluation: rtsal.eval (metrics, stats, inputs, methods, report) and the `rtsal eval` command."""
+"""Faithfulness evaluation: rtsal.eval (metrics, stats, inputs, methods, report) and `rtsal eval`."""
 
 from __future__ import annotations
 
@@ -200,8 +200,9 @@ def test_method_names_parse_to_canonical_rows():
 def test_cli_scores_photos_and_clip_frames(tmp_path, capsys):
     out_json, out_png = tmp_path / "eval.json", tmp_path / "curves.png"
     inputs = [str(DATA / "coffee.jpg"), str(DATA / "eval" / "camera.jpg"), str(DATA / "demo.mp4")]
-    rc = main(["eval", *inputs, "--every", "120", "--methods", "fastcam,gradcampp", "--size", "64", "--steps", "4",
-               "--baseline", "black", "--resamples", "500", "--json", str(out_json), "--plot", str(out_png)])
+    rc = main(["eval", *inputs, "--every", "120", "--methods", "fastcam,gradcampp", "--size", "64",
+               "--steps", "4", "--baseline", "black", "--resamples", "500",
+               "--json", str(out_json), "--plot", str(out_png)])
     assert rc == 0
     text = capsys.readouterr().out
     for row in ("fastcam", "gradcampp", "random", "centre"):
@@ -272,7 +273,7 @@ def test_cli_bad_files_are_one_line(tmp_path, capsys):
         (["eval", str(empty)], 1, "no image or video files"),
         (["eval", str(broken)], 1, "broken.mp4"),
         (["eval", str(photo), "--json", str(photo)], 2, "input file"),
-        (["eval", str(photo), "--json", str(tmp_path / "a.png"), "--plot", str(tmp_path / "a.png")], 2, "same file"),
+        (["eval", str(photo), "--json", str(tmp_path / "a"), "--plot", str(tmp_path / "a")], 2, "same file"),
         (["eval", str(photo), str(photo)], 2, "both named"),
     ]
     for argv, code, words in cases:
@@ -313,11 +314,13 @@ def test_ideal_map_ranks_first_on_every_measure_and_substrate(substrate):
     names = ("ideal", "random", "centre", "inverted")
     scores: dict[str, dict[str, list[float]]] = {k: {m: [] for m in MEASURES_UP} for k in names}
     g = torch.Generator().manual_seed(1)
-    images = [torch.randn(1, 3, H, W, generator=g) * torch.where(mask, 1.2 + 0.3 * float(torch.rand(1, generator=g)),
-                                                                0.9) for _ in range(8)]
+    images = []
+    for _ in range(8):
+        contrast = 1.2 + 0.3 * float(torch.rand(1, generator=g))
+        images.append(torch.randn(1, 3, H, W, generator=g) * torch.where(mask, contrast, 0.9))
     for i, x in enumerate(images):
         base = ev.make_baseline(x, substrate, seed=i)
-        maps = torch.stack([mask.float(), ev.random_map((H, W), seed=i), ev.centre_map((H, W)), 1 - mask.float()])
+        maps = torch.stack([mask.float(), ev.random_map((H, W), i), ev.centre_map((H, W)), 1 - mask.float()])
         sc = ev.score_maps(model, x, base, maps, target=0, steps=10, batch_size=32, seed=i)
         assert 0.55 < sc.p_image < 0.95
         for m, sign in MEASURES_UP.items():
@@ -365,7 +368,8 @@ def _rise_blur(img: torch.Tensor, klen: int = 11, nsig: float = 5.0) -> torch.Te
     """RISE's insertion substrate: a (klen x klen) Gaussian kernel of width ``nsig`` applied per channel
     with zero padding, written here with plain loops (not rtsal's blur)."""
     half = klen // 2
-    k = [[math.exp(-0.5 * ((i - half) ** 2 + (j - half) ** 2) / nsig**2) for j in range(klen)] for i in range(klen)]
+    k = [[math.exp(-0.5 * ((i - half) ** 2 + (j - half) ** 2) / nsig**2) for j in range(klen)]
+         for i in range(klen)]
     total = sum(map(sum, k))
     c, h, w = img.shape
     src = img.tolist()
@@ -475,7 +479,8 @@ def test_paired_bootstrap_intervals_and_verdicts():
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(60, generator=g).tolist()
     tied = paired_bootstrap(noise, [0.0] * 60, resamples=4000, seed=1)
-    assert tied.low < tied.mean < tied.high and tied.verdict == "~" and tied.line().endswith("(no difference shown)")
+    assert tied.low < tied.mean < tied.high and tied.verdict == "~"
+    assert tied.line().endswith("(no difference shown)")
     # the percentile interval is close to the t-interval for a mean of 60 normal values
     mean, half = mean_ci(noise)
     assert abs((tied.high - tied.low) / 2 - half) < 0.25 * half
