@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--against {args.against}: not one of the methods scored")
     check_args(args)
     paths = expand_inputs(args.inputs) if args.inputs else default_inputs()
-    check_outputs(paths, [("--json", args.json), ("--plot", args.plot)])
+    check_outputs([*paths, args.boxes], [("--json", args.json), ("--plot", args.plot)])
     boxes = load_boxes(args.boxes)
     samples = load_samples(paths, every=args.every)
     config = EvalConfig(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.eval.inputs import DATA, Sample
-from rtsal.eval.methods import MethodSpec
+from rtsal.eval.methods import DEFAULTS, MethodSpec
 from rtsal.eval.stats import mean_ci, paired_bootstrap
 
 if TYPE_CHECKING:
@@ -131,7 +131,20 @@ def evaluate(
         size=config.size,
         layers=list(config.layers) if config.layers else None,
     )
-    with Explainer(**settings) as main:
+    groups: dict[tuple[str, str, str, str], list[MethodSpec]] = {}
+    for s in specs:
+        if s.kind == "engine":
+            groups.setdefault(s.group, []).append(s)
+    maps: dict[str, list[torch.Tensor]] = {}
+    map_ms: dict[str, list[float]] = {}  # time to compute each map (engine: the whole group's pass)
+
+    def keep(members: list[MethodSpec], r: Any) -> None:
+        for s in members:
+            maps.setdefault(s.label, []).append(getattr(r, FIELD[s.method])[0].float().cpu())
+            map_ms.setdefault(s.label, []).append(float(r.timings["total"]))
+
+    default_group = tuple(DEFAULTS[k] for k in ("cam", "norm", "weights", "statistic"))
+    with Explainer(**settings) as main:  # the default settings: its maps are the default group's
         module, name = main.model, main.name
         mean, std = main.mean, main.std
         layer_names = [i.name if i.call == 0 else f"{i.name}#{i.call}" for i in main.layers]
@@ -150,6 +163,7 @@ def evaluate(
             xs.append(x)
             targets.append(int(r.target[0]))
             labels.append(r.topk.labels[0][0])
+            keep(groups.get(default_group, []), r)
     channels_last = common["channels_last"]
 
     def model(batch: torch.Tensor) -> torch.Tensor:
@@ -157,21 +171,14 @@ def evaluate(
             batch = batch.contiguous(memory_format=torch.channels_last)
         return module(batch)
 
-    maps: dict[str, list[torch.Tensor]] = {}
-    map_ms: dict[str, list[float]] = {}  # time to compute each map (engine: the whole group's pass)
-    groups: dict[tuple[str, str, str, str], list[MethodSpec]] = {}
-    for s in specs:
-        if s.kind == "engine":
-            groups.setdefault(s.group, []).append(s)
     for (cam, norm, weights, statistic), members in groups.items():  # one set of hooks at a time
+        if (cam, norm, weights, statistic) == default_group:
+            continue
         with Explainer(
             module, method="fastcam", cam=cam, norm=norm, layer_weights=weights, statistic=statistic, **common
         ) as ex:
             for x, t in zip(xs, targets, strict=True):
-                r = ex.explain(x, target=t)
-                for s in members:
-                    maps.setdefault(s.label, []).append(getattr(r, FIELD[s.method])[0].float().cpu())
-                    map_ms.setdefault(s.label, []).append(float(r.timings["total"]))
+                keep(members, ex.explain(x, target=t))
     for s in specs:
         if s.kind == "comparison":
             log(f"computing {s.label} maps")
