@@ -489,3 +489,40 @@ def test_paired_bootstrap_intervals_and_verdicts():
     assert worse.verdict == "<" and worse.high < 0
     with pytest.raises(ValueError):
         paired_bootstrap([1.0], [1.0, 2.0])
+
+
+def test_report_from_per_image_values_table_and_verdicts():
+    """summarise -> format_table / verdict lines without a model: every pair up to 8 rows, else each row
+    against --against; the paired column and the verdicts read the same bootstrap."""
+    from rtsal.eval.inputs import Sample
+    from rtsal.eval.report import format_table, format_verdicts, verdict_lines
+    from rtsal.eval.run import MEASURES, EvalConfig, summarise
+
+    def report_for(methods: str, n: int = 5) -> dict:
+        specs = parse_methods(methods)
+        g = torch.Generator().manual_seed(0)
+        per_image = {}
+        for k, s in enumerate(specs):
+            base = 0.1 * k + 0.01 * torch.randn(n, generator=g)
+            per_image[s.label] = {m: base.tolist() for m in MEASURES}
+            per_image[s.label]["pointing"] = [None] * n
+        samples = [Sample(f"f{i}.jpg", DATA, None) for i in range(n)]  # type: ignore[arg-type]
+        curves = {s.label: {c: [1.0, 0.0] for c in ("deletion", "insertion", "n_deletion", "n_insertion")}
+                  for s in specs}
+        return summarise(EvalConfig(resamples=300), specs, samples, per_image, curves, {}, model_name="m",
+                         labels=["x"] * n, targets=[0] * n, probability=[0.5] * n, fractions=[0.0, 1.0])
+
+    small = report_for("fastcam,gradcam")  # 4 rows: 6 pairs
+    lines = verdict_lines(small)
+    assert len(lines) == 6 and lines[0].startswith("fastcam < gradcam: -0.100 [")  # rows are 0.1 apart
+    assert "5/5 images" not in lines[0] and lines[0].endswith("0/5 images")
+    table = format_table(small)
+    assert "pointing" not in table  # no boxes: no column
+    row = next(line for line in table.splitlines() if line.startswith("gradcam "))
+    assert "-0.100 [-0.1" in row and "(0/5)" in row  # gradcam (0.1) minus random (0.2), image by image
+    text = format_verdicts(small)
+    assert text.index("normalised ins - del (headline)") < text.index("raw ins - del")
+    big = report_for("engine")  # 16 rows: only against random
+    lines = verdict_lines(big)
+    assert len(lines) == 15 and all(" random: " in line or line.startswith("random ") for line in lines)
+    assert len(big["pairs"]["n_ins_minus_del"]) == 16 * 15 // 2  # the JSON keeps every pair
