@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         nargs="*",
         metavar="INPUT",
         help="photos, video files (every --every-th frame) or folders of both (default: the bundled "
-        "evaluation photos)",
+        "evaluation photos and frames of the bundled demo clip)",
     )
     p.add_argument(
         "--methods",
