@@ -1,4 +1,4 @@
-"""What FastCAM costs on top of the forward pass it rides on (DESIGN section 4).
+"""What FastCAM costs on top of the forward pass it rides on (targets: the README performance section).
 
 For each model at 224x224, batch 1: a plain ``inference_mode`` forward of the same model (no hooks) and the
 whole ``Explainer.explain`` call are timed interleaved in one loop; the saliency step alone is then timed on

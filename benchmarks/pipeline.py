@@ -1,4 +1,4 @@
-"""The live pipeline against the model's own speed (DESIGN section 4), in one run.
+"""The live pipeline against the model's own speed (targets: the README performance section), in one run.
 
 1. **forward only**: a plain ``inference_mode`` forward of the same model (a copy without hooks,
    channels-last) on a 640x480 frame preprocessed exactly as the pipeline does, timed before and after the
@@ -42,11 +42,13 @@ sys.path.insert(0, str(ROOT))
 
 from rtsal.cli import build_parser  # noqa: E402
 from rtsal.commands.common import apply_threads, make_runner  # noqa: E402
-from rtsal.commands.webcam import LiveSession  # noqa: E402
-from rtsal.io.video import VideoWriter  # noqa: E402
-from rtsal.io.sources import StreamSource  # noqa: E402
-from rtsal.models import load_model  # noqa: E402
+from rtsal.commands.webcam import live_settings  # noqa: E402
+from rtsal.frame.infer import FrameExplainer  # noqa: E402
+from rtsal.frame.live import LiveSession  # noqa: E402
 from rtsal.io.sinks import NullSink  # noqa: E402
+from rtsal.io.sources import StreamSource  # noqa: E402
+from rtsal.io.video import VideoWriter  # noqa: E402
+from rtsal.models import load_model  # noqa: E402
 from rtsal.types import Frame  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
@@ -134,7 +136,8 @@ class LoopSource:
 
 def session_run(args: argparse.Namespace, runner, source, live: bool) -> dict:
     """One LiveSession run into a null sink; the summary ``rtsal webcam --stats-json`` would write."""
-    session = LiveSession(args, runner, NullSink(), None, live=live)
+    explainer = FrameExplainer(runner, args.method)
+    session = LiveSession(explainer, live_settings(args), NullSink(), None, live=live)
     session.close = lambda: None  # type: ignore[method-assign]  # keep the runner for the next run
     before = torch.get_num_threads()
     apply_threads(args)  # as `rtsal webcam` does: --threads, else one fewer than the cores

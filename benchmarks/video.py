@@ -39,8 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from rtsal.cli import build_parser  # noqa: E402
 from rtsal.commands.common import make_runner  # noqa: E402
-from rtsal.commands.video import VideoJob  # noqa: E402
-from rtsal.io.video import AudioSource, VideoReader, VideoWriter  # noqa: E402
+from rtsal.commands.video import settings_of  # noqa: E402
+from rtsal.frame.infer import FrameExplainer  # noqa: E402
+from rtsal.frame.video_job import VideoJob  # noqa: E402
+from rtsal.io.video import VideoReader, VideoWriter  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
 AUDIO_RATE = 48000
@@ -124,11 +126,11 @@ def bench_encode(frames: list[np.ndarray], out: Path, preset: str, fps: int) -> 
 def bench_model(explainer, frames: list[np.ndarray], batch: int) -> float:
     """Frames/s of preprocess + forward + FastCAM maps at model resolution (as ``rtsal video`` runs it)."""
     stack = np.stack(frames[: max(batch, (len(frames) // batch) * batch)])
-    explainer.explain(explainer.preprocess(stack[:batch]))  # warm-up at this batch size
+    explainer.explain(stack[:batch], size="model")  # warm-up at this batch size
     t0 = time.perf_counter()
     n = 0
     for s in range(0, len(stack) - batch + 1, batch):
-        explainer.explain(explainer.preprocess(stack[s : s + batch]))
+        explainer.explain(stack[s : s + batch], size="model")
         n += batch
     return n / (time.perf_counter() - t0)
 
@@ -139,17 +141,11 @@ def run_job(clip: Path, out: Path, batch: int, preset: str, extra: list[str] | N
         ["video", str(clip), "-o", str(out), "--batch", str(batch), "--preset", preset, "--no-progress"]
         + (extra or [])
     )
-    with VideoReader(args.input) as reader, make_runner(args) as runner:
-        info = reader.info
-        warm = np.zeros((batch, info.height, info.width, 3), np.uint8)
-        explainer = getattr(runner, "explainer", runner)
-        runner.explain(explainer.preprocess(warm))
-        writer = VideoWriter(
-            out, preset=preset, rate=info.rate, time_base=info.time_base, audio=AudioSource(str(clip))
-        )
-        job = VideoJob(args, reader, writer, runner)
+    with VideoJob(clip, out, settings_of(args)) as job, FrameExplainer(make_runner(args), args.method) as fe:
+        info = job.info
+        fe.explain(np.zeros((batch, info.height, info.width, 3), np.uint8))  # warm-up, not timed
         t0, c0 = time.perf_counter(), time.process_time()
-        job.run()
+        job.run(fe)
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     duration = info.duration or job.written / info.fps
     cpu_ms = cpu / max(1, job.written) * 1e3

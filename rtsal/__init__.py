@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 __all__ = ["Explainer", "SaliencyResult", "RtsalError", "__version__"]
 
 if TYPE_CHECKING:
-    from rtsal.errors import RtsalError
     from rtsal.engine.explainer import Explainer
+    from rtsal.errors import RtsalError
     from rtsal.types import SaliencyResult
 
 

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from rtsal import __version__
-from rtsal.errors import RtsalError, UsageError
+from rtsal.errors import Interrupted, RtsalError, UsageError
 
-COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "bench")
+COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "batch", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
+    except Interrupted as exc:
+        print(f"rtsal {args.command}: {exc}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         print("rtsal: interrupted", file=sys.stderr)
         return 130
@@ -54,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """Console-script entry point."""
+    from rtsal.interrupts import exit_after_interrupt
+
+    exit_after_interrupt()
     sys.exit(main())
 
 

@@ -25,3 +25,12 @@ class CaptureError(RtsalError, RuntimeError):
 
 class VideoIOError(RtsalError, OSError):
     """A video or image file cannot be read or written."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run ended by SIGINT, SIGTERM or SIGHUP after finishing its outputs; ``code`` is the exit status
+    (130, or 129 for SIGHUP) and the message says what was written."""
+
+    def __init__(self, message: str = "interrupted", code: int = 130) -> None:
+        super().__init__(message)
+        self.code = code

@@ -15,7 +15,18 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Interrupts", "exit_code"]
+__all__ = ["Interrupts", "exit_code", "exit_after_interrupt"]
+
+_exit_after_interrupt = False
+
+
+def exit_after_interrupt(on: bool = True) -> None:
+    """Declare that this process ends once a run is interrupted (the ``rtsal`` command, not a library user):
+    then further SIGINT/SIGTERM/SIGHUP after the first are ignored, so five quick Ctrl-Cs still end the
+    process with its exit code (130) after the outputs are finished, not with a KeyboardInterrupt traceback
+    or a killed-by-signal status."""
+    global _exit_after_interrupt
+    _exit_after_interrupt = on
 
 SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
@@ -53,8 +64,9 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        ending = self.signum is not None and _exit_after_interrupt
         for s, old in self._old.items():
-            signal.signal(s, old)
+            signal.signal(s, signal.SIG_IGN if ending else old)
         self._old.clear()
 
     @property

@@ -92,6 +92,10 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelError(f"not a state dict of tensors: {p}")
+    bad = [k for k, v in obj.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = " and more" if bad[1:] else ""
+        raise ModelError(f"weights file {p} holds NaN or infinite values (in {bad[0]}{more})")
     return obj
 
 

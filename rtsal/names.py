@@ -59,10 +59,30 @@ for _name, _cost, _summary, _engine in (
     ("gradcampp", "forward only", "Grad-CAM++ from the head (closed form or head-only backward)", True),
     ("gradcam-full", "+full backward", "Grad-CAM with a full backward pass to the input", False),
     ("gradcampp-full", "+full backward", "Grad-CAM++ with a full backward pass to the input", False),
-    ("scorecam", "N forwards", "Score-CAM: one forward per channel mask, K strongest channels (--cskip)", False),
-    ("ablationcam", "N forwards", "Ablation-CAM: zero one channel at a time, weight it by the score drop", False),
-    ("fastablationcam", "N forwards", "zero the channel column at each location; map = drop of the score", False),
-    ("guided-backprop", "+full backward", "Guided Backprop: input gradient, only positive gradients pass ReLUs", False),
+    (
+        "scorecam",
+        "N forwards",
+        "Score-CAM: one forward per channel mask, K strongest channels (--cskip)",
+        False,
+    ),
+    (
+        "ablationcam",
+        "N forwards",
+        "Ablation-CAM: zero one channel at a time, weight it by the score drop",
+        False,
+    ),
+    (
+        "fastablationcam",
+        "N forwards",
+        "zero the channel column at each location; map = drop of the score",
+        False,
+    ),
+    (
+        "guided-backprop",
+        "+full backward",
+        "Guided Backprop: input gradient, only positive gradients pass ReLUs",
+        False,
+    ),
     ("guided-gradcam", "+full backward", "Guided Backprop x Grad-CAM", False),
 ):
     register_method(MethodInfo(_name, _cost, _summary, engine=_engine))

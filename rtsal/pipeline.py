@@ -1,4 +1,5 @@
-"""The capture -> infer -> render pipeline: three owned threads joined by small channels (DESIGN section 1).
+"""The capture -> infer -> render pipeline: three owned threads joined by small channels
+(docs/design.md, "Data flow").
 
 ``run_pipeline`` iterates ``frames`` in a capture thread, explains them in an infer thread and draws them in a
 render thread, in order. Back-pressure matches the source:
@@ -398,7 +399,7 @@ def run_pipeline(
             if other is not exc and hasattr(exc, "add_note"):
                 exc.add_note(f"(also in the {other_stage} stage: {type(other).__name__}: {other})")
         raise _mark(exc, stage)
-    return stats_of(monitor, elapsed)
+    return stats_of(monitor, elapsed, live=live)
 
 
 def _main_loop(run: _Run, main_loop: Callable[[], bool | None]) -> None:
@@ -442,10 +443,15 @@ def _join_all(run: _Run, threads: list[threading.Thread], timeout: float) -> Non
                       RuntimeWarning, stacklevel=3)
 
 
-def stats_of(monitor: PipelineMonitor, elapsed_s: float) -> PipelineStats:
-    """Freeze a monitor's counters and timers into ``PipelineStats``."""
+def stats_of(monitor: PipelineMonitor, elapsed_s: float, live: bool = True) -> PipelineStats:
+    """Freeze a monitor's counters and timers into ``PipelineStats``.
+
+    A file source drops nothing: frames it read ahead of a stop (``--max-frames``, an error, Ctrl-C) were
+    never shown, but not dropped either, so they are not counted as captured."""
     counts = monitor.snapshot()
     captured, processed = counts["captured"], counts["processed"]
+    if not live:
+        captured = processed
     return PipelineStats(
         captured=captured,
         processed=processed,

@@ -13,14 +13,24 @@ if TYPE_CHECKING:  # keep `rtsal --help` free of torch and numpy
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One scale-end layer: where it is and what it produces for a 224x224 input."""
+    """One call of one module: where it is, and, for the scale-end layers the probe finds, what it produces
+    for a 224x224 input. The one layer type of rtsal; :attr:`label` is its one printed form, ``NAME`` or
+    ``NAME#CALL`` (what ``--layers`` and ``--target-layer`` take)."""
 
     name: str  # dotted module name, as in ``model.named_modules()``
-    call: int  # which call of the module in one forward pass (shared modules run more than once)
-    channels: int
-    stride: int  # input size / output size
-    size: tuple[int, int]  # (h, w) at 224x224 input
-    relu: bool  # the output can be negative: ReLU is applied before the channel statistics
+    call: int = 0  # which call of the module in one forward pass (shared modules run more than once)
+    channels: int = 0
+    stride: int = 0  # input size / output size
+    size: tuple[int, int] = (0, 0)  # (h, w) at 224x224 input
+    relu: bool = False  # the output can be negative: ReLU is applied before the channel statistics
+
+    @property
+    def label(self) -> str:
+        """``NAME`` for the first call of a module, ``NAME#CALL`` for a later one."""
+        return self.name if self.call == 0 else f"{self.name}#{self.call}"
+
+    def __str__(self) -> str:
+        return self.label
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import signal
 
-import cv2
 import numpy as np
 import pytest
+from helpers import photo
 
-DATA = Path(__file__).resolve().parents[1] / "rtsal" / "data"
 
-
-def photo(name: str) -> np.ndarray:
-    """A bundled photograph as RGB uint8 (H, W, 3)."""
-    image = cv2.imread(str(DATA / f"{name}.jpg"))
-    assert image is not None, name
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for one test, whatever this process inherited: a process started with
+    SIGINT ignored (a background job, ``nohup``, some CI runners) never sees ``_thread.interrupt_main()``,
+    and a test waiting for that KeyboardInterrupt would hang."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +33,20 @@ def lite0():
 
     with Explainer("efficientnet-lite0") as explainer:
         yield explainer
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command builds its model (checks must come first). Every command module is
+    imported before patching, so none keeps the patched function after the test."""
+    import importlib
+
+    from rtsal.cli import COMMANDS
+
+    def refuse(args):
+        pytest.fail("the model was loaded")
+
+    modules = [importlib.import_module(f"rtsal.commands.{name}") for name in ("common", *COMMANDS)]
+    for module in modules:  # all imported first: none may bind the patched function at its import
+        if hasattr(module, "make_runner"):
+            monkeypatch.setattr(module, "make_runner", refuse)

@@ -109,15 +109,15 @@ def test_filters():
 def test_peer_layer_for_a_shared_module():
     import torch
 
-    from rtsal.methods.base import Layer
     from rtsal.models import load_model
+    from rtsal.types import LayerInfo
 
     x = torch.rand(1, 3, 64, 64)
     lite = load_model("efficientnet-lite0", None).module
-    name, note = bm.peer_layer_for(lite, Layer("_swish", 1), x)
+    name, note = bm.peer_layer_for(lite, LayerInfo("_swish", 1), x)
     assert name == "_bn1" and "_swish#1" in note
     resnet = load_model("resnet18", None).module
-    assert bm.peer_layer_for(resnet, Layer("layer4"), x) == ("layer4", "")
+    assert bm.peer_layer_for(resnet, LayerInfo("layer4"), x) == ("layer4", "")
 
 
 SMALL = ["--model", "resnet18", "--weights", "none", "--size", "32", "--iters", "2", "--warmup", "0"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import photo
 from torch import nn
 
-from rtsal.errors import UsageError
 from rtsal.engine.explainer import Explainer
-
-from conftest import photo
+from rtsal.errors import UsageError
 
 
 def hooks_left(model: nn.Module) -> int:

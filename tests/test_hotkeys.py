@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtsal.names import CMAPS as CMAP_NAMES, VIEWS as VIEW_NAMES
+from rtsal.names import CMAPS as CMAP_NAMES
+from rtsal.names import VIEWS as VIEW_NAMES
 from rtsal.render.hotkeys import ESC, Hotkeys, LiveState
 
 METHODS = ("fastcam", "smoe", "gradcam")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtsal.errors import UsageError
 from rtsal.engine.explainer import Explainer
+from rtsal.errors import UsageError
 from rtsal.methods import COSTS, METHODS, build_runner
 from rtsal.methods.guided import guided_backprop
 from rtsal.methods.scorecam import cskip_channels
@@ -101,13 +101,14 @@ def test_guided_backprop_agrees_with_captum(resnet, x):
 def test_guided_gradcam_agrees_with_captum(resnet, x):
     from captum.attr import GuidedGradCam
 
-    from rtsal.methods.base import Layer, record
+    from rtsal.methods.base import record
     from rtsal.methods.guided import GuidedReLUs, guided_gradcam_grad
+    from rtsal.types import LayerInfo
 
     model = resnet.model
     xg = x.clone().requires_grad_(True)
     keep: list = []
-    with GuidedReLUs(model) as guided, record(model, Layer("layer3"), keep, clone=True):
+    with GuidedReLUs(model) as guided, record(model, LayerInfo("layer3"), keep, clone=True):
         logits = model(xg)
     tgt, ours = guided_gradcam_grad(model, xg, keep[0], logits, guided)
     theirs = GuidedGradCam(model, model.layer3).attribute(

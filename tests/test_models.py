@@ -9,8 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
-from rtsal.errors import ModelError, UsageError
 from rtsal.engine.probe import probe
+from rtsal.errors import ModelError, UsageError
 from rtsal.models import MODELS, imagenet_classes, load_model, load_state_dict_file
 
 

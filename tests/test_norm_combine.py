@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy import stats
 
-from rtsal.errors import UsageError
 from rtsal.engine.saliency.combine import PRIOR_5, combine_maps, layer_weights
 from rtsal.engine.saliency.lovi import lovi
 from rtsal.engine.saliency.norm import gamma_norm, gauss_norm, range_norm
+from rtsal.errors import UsageError
 
 
 @pytest.mark.parametrize("fn", [gauss_norm, gamma_norm, range_norm])

@@ -168,7 +168,7 @@ def test_external_stop_event():
     assert not pipeline_threads()
 
 
-def test_keyboard_interrupt_in_caller_stops_drains_and_reraises():
+def test_keyboard_interrupt_in_caller_stops_drains_and_reraises(python_sigint):
     def render(frame, result):
         if frame.index == 20:
             _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the waiting caller

@@ -18,7 +18,7 @@ from rtsal.engine.saliency.smoe import (
     truncnorm_entropy,
 )
 
-# DESIGN section 2 / paper appendix Table 3: 64 channels alternating two values
+# docs/design.md ("The maths") / paper appendix Table 3: 64 channels alternating two values
 VECTORS = [((0.5, 1.0), 0.064), ((1.0, 2.0), 0.127), ((2.0, 4.0), 0.255), ((2.0, 3.0), 0.074)]
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_video_io import AUDIO_RATE, make_clip, probe, vfr_times
+from helpers import AUDIO_RATE, make_clip, probe, vfr_times
 
 from rtsal.cli import main
+from rtsal.engine.saliency.combine import upsample
 from rtsal.io.video import VideoReader
 from rtsal.render.colormap import colorize
 from rtsal.render.views import blend
-from rtsal.engine.saliency.combine import upsample
 
 AAC_FRAME = 1024 / AUDIO_RATE
 
@@ -307,9 +307,12 @@ def test_signal_leaves_a_playable_file(tmp_path, sig):
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
-            if rows.exists() and len(rows.read_text().splitlines()) > 10:
+            # outputs are written to temporary files beside the final names until they are finished
+            partial = list(tmp_path.glob(".rows.rtsal-*.tmp.csv"))
+            if partial and len(partial[0].read_text().splitlines()) > 10:
                 break
             time.sleep(0.1)
+        assert not rows.exists() and not out.exists()  # nothing at the final paths while running
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)

@@ -8,73 +8,32 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import decode, pan_frames, pipeline_threads, write_clip
 
 from rtsal.cli import main
 from rtsal.errors import CaptureError
+from rtsal.io.sinks import NO_DISPLAY, Mp4Recorder, display_problem
 from rtsal.io.sources import CameraSource, StreamSource
 from rtsal.pipeline import run_pipeline
 from rtsal.render.hud import Hud, HudInfo
 from rtsal.render.smooth import MapSmoother
-from rtsal.io.sinks import NO_DISPLAY, Mp4Recorder, display_problem
 from rtsal.types import Frame, SaliencyResult, TopK
 
-from conftest import photo
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def pipeline_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("rtsal-")]
-
-
-def pan_frames(n: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """A slow pan across the coffee photograph: real content, a different picture every frame."""
-    src = photo("coffee")
-    w, h = size
-    crop_w, crop_h = 480, 360
-    out = []
-    for k in range(n):
-        x = round((src.shape[1] - crop_w) * k / max(1, n - 1))
-        out.append(cv2.resize(src[20 : 20 + crop_h, x : x + crop_w], (w, h), interpolation=cv2.INTER_AREA))
-    return out
-
-
-def write_clip(path: Path, frames: list[np.ndarray], fps: int) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=Fraction(fps))
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        s.options = {"preset": "ultrafast", "crf": "18"}
-        for k, rgb in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            f.pts = k
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
-def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        frames = list(c.decode(s))
-        return [f.to_ndarray(format="rgb24") for f in frames], [float(f.pts * s.time_base) for f in frames]
+PAN = (480, 360, 20)  # a 480x360 window 20 rows down the coffee photo
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """12 frames, 160x120, 10 fps."""
-    return write_clip(tmp_path_factory.mktemp("clip") / "pan.mp4", pan_frames(12, (160, 120)), fps=10)
+    return write_clip(tmp_path_factory.mktemp("clip") / "pan.mp4", pan_frames(12, 160, 120, crop=PAN), fps=10)
 
 
 def no_display_env() -> dict[str, str]:
@@ -84,16 +43,16 @@ def no_display_env() -> dict[str, str]:
 
 
 # -- errors a user meets first -------------------------------------------------------------------------------
-def test_missing_camera_exits_1_quickly_with_one_line():
-    t0 = time.perf_counter()
+def test_missing_camera_exits_1_with_one_line_before_the_model_loads(no_model, capsys):
     r = subprocess.run([sys.executable, "-m", "rtsal", "webcam", "--camera", "7"], capture_output=True,
                        text=True, timeout=60, env=no_display_env())
-    elapsed = time.perf_counter() - t0
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "camera 7" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
-    assert elapsed < 3.0  # the issue's requirement: no model is loaded before the camera is opened
+    # no model is loaded before the camera is opened (so the answer comes at once)
+    assert main(["webcam", "--camera", "7", "--no-window"]) == 1
+    assert "camera 7" in capsys.readouterr().err
 
 
 def test_no_display_says_so_instead_of_aborting(clip):
@@ -153,7 +112,7 @@ def test_file_source_every_frame_in_order_with_the_real_model(lite0, clip):
 
 
 def test_live_iterator_with_a_slow_model_drops_and_accounts(lite0):
-    images = pan_frames(40, (160, 120))
+    images = pan_frames(40, 160, 120, crop=PAN)
 
     def frames():
         for k, image in enumerate(images):
@@ -251,7 +210,7 @@ def test_camera_that_stops_delivering_ends_with_capture_error(monkeypatch):
 
 
 def test_glob_source(tmp_path):
-    for k, image in enumerate(pan_frames(3, (64, 48))):
+    for k, image in enumerate(pan_frames(3, 64, 48, crop=PAN)):
         cv2.imwrite(str(tmp_path / f"f{k}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     src = StreamSource(str(tmp_path / "f*.png"), realtime=False, fps=5)
     frames = list(src)
@@ -412,7 +371,7 @@ def _has_gui() -> bool:
                     reason="needs xvfb-run, xdotool and imagemagick's import")
 @pytest.mark.skipif(not _has_gui(), reason="this OpenCV build has no GUI")
 def test_window_under_xvfb_shows_the_overlay_and_quits_on_q(tmp_path):
-    raw = pan_frames(300, (320, 240))
+    raw = pan_frames(300, 320, 240, crop=PAN)
     clip = write_clip(tmp_path / "long.mp4", raw, fps=10)  # 30 s: only q can end the run early
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -448,40 +407,48 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
     directly on the state machine the window would feed)."""
     from rtsal.cli import build_parser
     from rtsal.commands.common import make_runner
-    from rtsal.commands.webcam import LiveSession
+    from rtsal.commands.webcam import live_settings
+    from rtsal.frame.infer import FrameExplainer
+    from rtsal.frame.live import LiveSession
     from rtsal.io.sinks import NullSink
 
     args = build_parser().parse_args(["webcam", "--source", str(clip), "--no-window", "--size", "128"])
-    session = LiveSession(args, make_runner(args), NullSink(), None, live=True)
-    model = session.runner.model
+    explainer = FrameExplainer(make_runner(args), args.method)
+    session = LiveSession(explainer, live_settings(args), NullSink(), None, live=True)
+    model = explainer.runner.model
     try:
         image = next(iter(StreamSource(str(clip), realtime=False))).image
         frame = Frame(0, 0.0, time.perf_counter(), image)
-        (first, _), = session.infer([frame])
+        (fr1,) = session.infer([frame])
+        first = fr1.result
         assert first.method == "fastcam"
-        session.render(frame, (first, 0))
+        session.render(frame, fr1)
         assert session.last_topk[:2] == first.topk.indices[0, :2].tolist()
 
         session.hotkeys.press("m")
-        (second, _), = session.infer([frame])
+        (fr2,) = session.infer([frame])
+        second = fr2.result
         assert second.method == "smoe" and not torch.allclose(second.saliency, first.saliency)
 
         session.hotkeys.press("2", topk=session.last_topk)  # explain the class ranked 2nd
-        (pinned, _), = session.infer([frame])
+        (fr3,) = session.infer([frame])
+        pinned = fr3.result
         assert int(pinned.target[0]) == session.last_topk[1] != int(first.target[0])
 
         while session.state.method != "gradcam-full":  # a comparison method, on the same model
             session.hotkeys.press("m")
-        (full, _), = session.infer([frame])
-        assert full.method == "gradcam-full" and full.saliency.shape == (1, 120, 160)
+        (fr4,) = session.infer([frame])
+        full = fr4.result
+        h, w = first.saliency.shape[-2:]  # every method's maps come back at model resolution
+        assert full.method == "gradcam-full" and full.saliency.shape == (1, h, w)
 
         session.hotkeys.press("v")
         assert session.state.view == "lovi"
-        session.render(frame, (pinned, 0))
+        session.render(frame, fr3)
         shown, _ = session.display.get(0.0)
         assert shown.shape == (120, 160, 3)
         session.hotkeys.press("v")  # layers: a grid of every scale
-        session.render(frame, (pinned, 0))
+        session.render(frame, fr3)
         grid, _ = session.display.get(0.0)
         assert grid.shape != shown.shape or not np.array_equal(grid, shown)
 
@@ -494,10 +461,10 @@ def test_session_applies_hotkeys_to_what_it_explains_and_draws(clip):
 
 
 def test_ctrl_c_exits_130_and_still_writes_stats_and_a_playable_recording(clip, tmp_path, monkeypatch,
-                                                                         capsys):
+                                                                         capsys, python_sigint):
     import _thread
 
-    from rtsal.commands.webcam import LiveSession
+    from rtsal.frame.live import LiveSession
 
     render = LiveSession.render
 

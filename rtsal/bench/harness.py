@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rtsal.errors import RtsalError, UsageError
 from rtsal.engine.explainer import Explainer
+from rtsal.errors import RtsalError, UsageError
 from rtsal.methods import METHODS, build_runner
-from rtsal.methods.base import Layer
 from rtsal.models import load_model
+from rtsal.types import LayerInfo
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam draws progress bars in ScoreCAM/AblationCAM
 
@@ -73,7 +73,7 @@ class Setup:
     explainer: Explainer
     clean: nn.Module
     x: Tensor  # (N, 3, S, S) preprocessed
-    layer: Layer  # the layer the layer-based methods use
+    layer: LayerInfo  # the layer the layer-based methods use
     peer_layer: str  # a module name the peers can hook (a shared module's later call cannot be)
     target: list[int]  # top-1 classes, for the peers that need one given
     notes: list[str] = field(default_factory=list)
@@ -176,7 +176,7 @@ def setup(
         frame = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
         x = explainer.preprocess(np.stack([frame] * batch))
         last = explainer.layers[-1]
-        chosen = Layer(last.name, last.call) if layer is None else _parse(explainer.model, layer)
+        chosen = LayerInfo(last.name, last.call) if layer is None else _parse(explainer.model, layer)
         peer_layer, note = peer_layer_for(clean, chosen, x)
         with torch.inference_mode():
             target = clean(x).argmax(dim=1).tolist()
@@ -195,13 +195,13 @@ def bundled_photo(name: str) -> np.ndarray:
     return read_rgb(Path(__file__).resolve().parent / "data" / f"{name}.jpg")
 
 
-def _parse(model: nn.Module, layer: str) -> Layer:
+def _parse(model: nn.Module, layer: str) -> LayerInfo:
     from rtsal.methods.base import resolve_layer
 
-    return resolve_layer(model, layer, Layer(""))
+    return resolve_layer(model, layer, LayerInfo(""))
 
 
-def peer_layer_for(model: nn.Module, layer: Layer, x: Tensor) -> tuple[str, str]:
+def peer_layer_for(model: nn.Module, layer: LayerInfo, x: Tensor) -> tuple[str, str]:
     """A module name the peer libraries can hook for ``layer`` (they hook a module, not one of its calls).
 
     A module called once is its own answer. For a later call of a shared module (EfficientNet-Lite's head
@@ -510,8 +510,12 @@ def plot(rows: Sequence[Timing], title: str, path: str) -> None:
     names = [lib for lib in COLOURS if any(r.library == lib for r in rows)]
     ax.legend(handles, names, loc="lower right", fontsize=8)
     fig.tight_layout()
+    from rtsal.io.safe import AtomicPath
+
     try:
-        fig.savefig(path, dpi=120)
+        with AtomicPath(path) as out:  # the chart appears at ``path`` complete, or not at all
+            fig.savefig(out.tmp, dpi=120)
+            out.commit()
     except OSError as exc:
         raise RtsalError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

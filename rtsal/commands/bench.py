@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rtsal.commands.common import finite_float
 from rtsal.errors import UsageError
 from rtsal.models import MODELS
 
@@ -38,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
     p.add_argument(
         "--budget",
-        type=float,
+        type=finite_float,
         default=20.0,
         metavar="SECONDS",
         help="time per method; slow methods get fewer iterations, at least one (default: 20)",
@@ -78,20 +79,6 @@ def _names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _check_output(path: str | None, what: str) -> Path | None:
-    """Fail before measuring when an output file cannot be written."""
-    if path is None:
-        return None
-    from rtsal.errors import VideoIOError
-
-    out = Path(path)
-    if out.is_dir():
-        raise VideoIOError(f"{what} {out} is a directory")
-    if not out.parent.is_dir():
-        raise VideoIOError(f"{what}: no directory {out.parent}")
-    return out
-
-
 def _check_args(args: argparse.Namespace) -> None:
     for name in ("iters", "batch"):
         if getattr(args, name) < 1:
@@ -114,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--cskip-sweep: give channel counts like 0,8,16,32 (0 = all)") from None
         if not sweep or min(sweep) < 0:
             raise UsageError("--cskip-sweep: give channel counts like 0,8,16,32 (0 = all)")
-    json_path = _check_output(args.json, "--json")
-    plot_path = _check_output(args.plot, "--plot")
+    from rtsal.io.safe import check_outputs
+
+    check_outputs([], [("--json", args.json), ("--plot", args.plot)])
+    json_path = Path(args.json) if args.json else None
+    plot_path = Path(args.plot) if args.plot else None
 
     from rtsal.bench import harness as bm
 
@@ -186,9 +176,6 @@ def _sweep(bm, s, args, ks: list[int], header: str, json_path: Path | None, env:
 def _write_json(path: Path, data: dict) -> None:
     import json
 
-    from rtsal.errors import VideoIOError
+    from rtsal.io.safe import atomic_write_text
 
-    try:
-        path.write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as exc:
-        raise VideoIOError(f"cannot write {path}: {exc.strerror or exc}") from None
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

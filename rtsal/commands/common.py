@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.io.images import expand_images, read_rgb, write_rgb  # noqa: F401  (used by the commands)
-from rtsal.names import CAMS, CMAPS, METHODS, NORMS, STATISTICS, VIEWS, WEIGHT_PRESETS
 from rtsal.models import MODELS
+from rtsal.names import CAMS, CMAPS, METHODS, NORMS, STATISTICS, VIEWS, WEIGHT_PRESETS
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer
@@ -62,7 +62,13 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         metavar="NAME,NAME,...",
         help="explicit scale-end layers (see `rtsal layers MODEL`)",
     )
-    g.add_argument("--size", type=int, default=224, help="model input short side in pixels (default: 224)")
+    g.add_argument(
+        "--size",
+        type=int,
+        default=224,
+        help=f"model input short side in pixels, 32..{MAX_SIZE} (default: 224); the long side follows the "
+        "frame's aspect ratio up to 4x the short side (wider frames are squeezed), so memory is bounded",
+    )
     g.add_argument(
         "--target",
         type=int,
@@ -94,8 +100,40 @@ def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") 
     )
     g.add_argument("--cmap", default="jet", choices=CMAPS, help="colour map (default: jet)")
     g.add_argument(
-        "--alpha", type=float, default=0.5, help="map opacity over the picture, 0..1 (default: 0.5)"
+        "--alpha", type=finite_float, default=0.5, help="map opacity over the picture, 0..1 (default: 0.5)"
     )
+
+
+MAX_SIZE = 1024  # the largest --size (model input short side) accepted
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and infinities are refused with exit 2)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def check_device(name: str) -> None:
+    """``--device``: a torch device that exists on this machine; else one line (exit 2), before the model."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available here (use --device cpu)")
 
 
 def parse_weights(value: str) -> str | None:
@@ -105,12 +143,17 @@ def parse_weights(value: str) -> str | None:
 def parse_layer_weights(value: str) -> str | list[float]:
     if value in WEIGHT_PRESETS:
         return value
+    import math
+
     try:
-        return [float(v) for v in value.split(",")]
+        weights = [float(v) for v in value.split(",")]
     except ValueError:
         raise UsageError(
             f"--layer-weights: use {', '.join(WEIGHT_PRESETS)} or numbers like 1,2,3,4,5"
         ) from None
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise UsageError(f"--layer-weights: need finite numbers >= 0 with a positive sum, got {value}")
+    return weights
 
 
 def check_view_args(args: argparse.Namespace) -> None:
@@ -143,12 +186,21 @@ def apply_threads(args: argparse.Namespace) -> int:
     return n
 
 
+def check_engine_args(args: argparse.Namespace) -> None:
+    """The engine options' values, before the model loads (exit 2 for a bad one)."""
+    if not 32 <= args.size <= MAX_SIZE:
+        raise UsageError(f"--size must be within 32..{MAX_SIZE}, got {args.size}")
+    parse_layer_weights(args.layer_weights)
+    if args.target is not None and args.target < 0:
+        raise UsageError(f"--target must be a class index >= 0, got {args.target}")
+    check_device(args.device)
+
+
 def make_explainer(args: argparse.Namespace) -> Explainer:
     """Build the Explainer the engine options ask for."""
     from rtsal.engine.explainer import Explainer
 
-    if args.size < 32:
-        raise UsageError(f"--size must be at least 32, got {args.size}")
+    check_engine_args(args)
     return Explainer(
         model=args.model,
         weights=parse_weights(args.weights),

@@ -7,7 +7,13 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from rtsal.commands.common import add_engine_options, add_view_options, check_view_args, prepare_output_dir
+from rtsal.commands.common import (
+    add_engine_options,
+    add_view_options,
+    check_engine_args,
+    check_view_args,
+    prepare_output_dir,
+)
 from rtsal.commands.webcam import add_live_options, check_live_args
 
 DEFAULT_RECORDING = "rtsal-demo.mp4"
@@ -51,12 +57,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_photos(args: argparse.Namespace) -> int:
-    from rtsal.commands.image import explain_files
+    from rtsal.commands.image import explain_files, plan_outputs
+    from rtsal.io.safe import check_outputs
 
     args.view = args.view or "side"
     check_view_args(args)
+    check_engine_args(args)
     out_dir = prepare_output_dir(args.output)
-    written = explain_files(args, bundled_photos(), out_dir)
+    plan = plan_outputs(bundled_photos(), out_dir)
+    check_outputs(plan, [("-o", dest) for dest in plan.values()])
+    written, _ = explain_files(args, plan)
     print(f"demo: wrote {len(written)} explained photographs to {out_dir.resolve()}")
     return 0
 
@@ -65,10 +75,11 @@ def run_clip(args: argparse.Namespace) -> int:
     import cv2  # noqa: F401  (OpenCV before PyAV, or the window hangs: see rtsal.io.sinks.check_import_order)
 
     from rtsal.commands.webcam import make_recorder, run_live
-    from rtsal.io.sources import StreamSource
     from rtsal.io.sinks import display_problem
+    from rtsal.io.sources import StreamSource
 
     args.view = args.view or "overlay"
+    args.source = str(bundled_clip())  # an input like any other: --record must not replace it
     check_live_args(args)
     if not args.no_window and display_problem() is not None:
         args.no_window = True  # no display: record instead

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rtsal.commands.common import (
+from rtsal.commands.common import (  # noqa: I001
     add_engine_options,
     add_view_options,
+    check_engine_args,
     check_view_args,
     expand_images,
     make_runner,
@@ -15,6 +16,8 @@ from rtsal.commands.common import (
     read_rgb,
     write_rgb,
 )
+from rtsal.errors import RtsalError, UsageError, VideoIOError
+from rtsal.io.safe import check_outputs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,29 +36,73 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     check_view_args(args)
+    check_engine_args(args)
     inputs = expand_images(args.inputs)
-    out_dir = prepare_output_dir(args.output)
-    written = explain_files(args, inputs, out_dir)
-    print(f"wrote {len(written)} image(s) to {out_dir}")
+    out_dir = Path(args.output)
+    plan = plan_outputs(inputs, out_dir)
+    created = not out_dir.exists()
+    out_dir = prepare_output_dir(out_dir)
+    try:
+        check_outputs(inputs, [("-o", dest) for dest in plan.values()])
+        written, failed = explain_files(args, plan)
+    finally:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a failed run leaves no empty folder behind
+    print(f"wrote {len(written)} image(s) to {out_dir}" + (f"; {len(failed)} failed" if failed else ""))
+    if len(failed) == 1:
+        raise VideoIOError(failed[0])
+    if failed:
+        raise VideoIOError(f"{len(failed)} of {len(plan)} image(s) could not be explained (see above)")
     return 0
 
 
-def explain_files(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -> list[Path]:
-    """Explain each file and write ``<stem>.png`` into ``out_dir``; print the top-5 classes of each."""
-    from rtsal.render.views import draw_topk, make_view
+def plan_outputs(inputs: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """Input -> ``out_dir/<stem>.png``; inputs that share a stem get ``<stem>-2.png``, ``<stem>-3.png``...
+    so no output overwrites another (inputs named twice are explained once)."""
+    plan: dict[Path, Path] = {}
+    taken: set[str] = set()
+    for path in inputs:
+        key = path.resolve()
+        if key in plan:
+            continue
+        name, n = f"{path.stem}.png", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{path.stem}-{n}.png"
+        taken.add(name.lower())
+        plan[key] = out_dir / name
+    return plan
 
-    view = make_view(args.view, args.cmap, args.alpha)
-    written = []
-    with make_runner(args) as explainer:
-        for path in inputs:
-            image = read_rgb(path)
-            result = explainer.explain(image, target=args.target)
-            out = view.annotate(image, result, 0)
-            if not args.no_labels:
-                draw_topk(out, result, 0)
-            dest = out_dir / f"{path.stem}.png"
-            write_rgb(dest, out)
+
+def explain_files(args: argparse.Namespace, plan: dict[Path, Path]) -> tuple[list[Path], list[str]]:
+    """Explain each file into its planned PNG (written atomically); print the top-5 classes of each.
+    A file that cannot be read or explained is reported and skipped. -> (written, failure lines)."""
+    import sys
+
+    from rtsal.frame.infer import FrameExplainer
+    from rtsal.frame.render import FrameRenderer
+    from rtsal.types import Frame
+
+    renderer = FrameRenderer(args.view, args.cmap, args.alpha, labels=0 if args.no_labels else 3)
+    written: list[Path] = []
+    failed: list[str] = []
+    with FrameExplainer(make_runner(args), args.method, target=args.target, layer=args.target_layer,
+                        cskip=args.cskip) as explainer:
+        for k, (path, dest) in enumerate(plan.items()):
+            try:
+                image = read_rgb(path, warn=lambda line, name=path.name: print(f"{name}: warning: {line}",
+                                                                                file=sys.stderr))
+                (fr,) = explainer([Frame(k, None, 0.0, image)])
+                write_rgb(dest, renderer(image, fr))
+            except UsageError:
+                raise  # a bad option (e.g. --target out of range for this model), not a bad file
+            except RtsalError as exc:
+                failed.append(f"{path}: {exc}")
+                if len(plan) > 1:  # the closing error line names a single failure
+                    print(f"{path.name}: error: {exc}", file=sys.stderr)
+                continue
             written.append(dest)
+            result = fr.result
             top = ", ".join(
                 f"{name} {p:.1%}"
                 for name, p in zip(result.topk.labels[0], result.topk.probs[0].tolist(), strict=False)
@@ -65,4 +112,4 @@ def explain_files(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -
                 f"{path.name}: {top}  [forward {t['forward']:.1f} ms, saliency {t['saliency']:.1f} ms]"
                 f" -> {dest}"
             )
-    return written
+    return written, failed

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 def format_layers(name: str, info) -> str:
     rows = [("layer", "channels", "stride", "size@224", "ReLU first")]
     for layer in info.layers:
-        label = layer.name if layer.call == 0 else f"{layer.name}#{layer.call}"
+        label = layer.label
         rows.append(
             (
                 label,

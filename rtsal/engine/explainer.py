@@ -11,17 +11,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rtsal.errors import UsageError
 from rtsal.engine.hooks import ActivationRecorder
-from rtsal.engine.probe import Probe, probe
-from rtsal.names import ENGINE_METHODS
-from rtsal.models import LoadedModel, imagenet_classes, load_model
 from rtsal.engine.preprocess import Preprocess
+from rtsal.engine.probe import Probe, probe
 from rtsal.engine.saliency import combine as comb
 from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
 from rtsal.engine.saliency.fastcam import compiled, fastcam_maps
 from rtsal.engine.saliency.norm import NORMS
 from rtsal.engine.saliency.smoe import NEEDS_RELU, STATISTICS, smoe_scale_fastlog
+from rtsal.errors import UsageError
+from rtsal.models import LoadedModel, imagenet_classes, load_model
+from rtsal.names import ENGINE_METHODS
 from rtsal.types import SaliencyResult, TopK
 
 METHODS = ENGINE_METHODS
@@ -101,6 +101,7 @@ class Explainer:
                 imagenet_classes() if n_cls == 1000 else tuple(f"class_{i}" for i in range(n_cls))
             )
         self.method = method
+        self.fused_cam = cam  # the CAM that fastcam and nonclass fuse with
         self.cam_name = method if method in ("gradcam", "gradcampp") else cam
         self.norm_name = norm
         self.statistic = statistic
@@ -149,35 +150,28 @@ class Explainer:
         self,
         images: np.ndarray | Tensor | Sequence[np.ndarray],
         target: int | Sequence[int] | Tensor | None = None,
+        *,
+        size: OutputSize = None,
+        method: str | None = None,
     ) -> SaliencyResult:
         """Explain a batch: RGB uint8 (H, W, 3) / (N, H, W, 3), or a preprocessed float tensor (N, 3, h, w).
 
         ``target`` is the class the CAM explains: top-1 by default, one index, or one per image.
-        Maps come back at the input images' (H, W).
+        ``size`` is where the maps come back: ``None`` at the input images' (H, W), ``"model"`` at the model
+        input's (h, w) (what the frame layer uses: it resizes only the maps a view draws), or an explicit
+        ``(H, W)``. ``method`` selects ``saliency`` for this call (default: the explainer's ``method``).
         """
         if not self._recorder._handles:
             raise RuntimeError("this Explainer is closed")
         timings: dict[str, float] = {}
         t0 = _now(self.device)
-        if isinstance(images, Tensor) and images.is_floating_point():
-            if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-                raise UsageError(
-                    f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
-                )
-            x = images.to(self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out_size = (int(images.shape[2]), int(images.shape[3]))
-        else:
-            x = self._preprocess(images)
-            shape = images.shape if hasattr(images, "shape") else np.shape(images[0])
-            out_size = (int(shape[-3]), int(shape[-2]))
+        x, out_size = prepare_input(self, images, size)
         t1 = _now(self.device)
         timings["preprocess"] = (t1 - t0) * 1e3
         logits, acts = self.forward(x)
         t2 = _now(self.device)
         timings["forward"] = (t2 - t1) * 1e3
-        result = self.saliency(logits, acts, out_size, target)
+        result = self.saliency(logits, acts, out_size, target, method=method)
         t3 = _now(self.device)
         timings["saliency"] = (t3 - t2) * 1e3
         timings["total"] = (t3 - t0) * 1e3
@@ -199,11 +193,16 @@ class Explainer:
         acts: Sequence[Tensor],
         out_size: tuple[int, int],
         target: int | Sequence[int] | Tensor | None = None,
+        *,
+        method: str | None = None,
     ) -> SaliencyResult:
         """Everything after the forward pass: SMOE maps, normalisation, combination, CAM and fusion."""
+        method = method or self.method
+        _choose("method", method, METHODS)
+        cam_name = method if method in ("gradcam", "gradcampp") else self.fused_cam
         tgt = resolve_targets(logits, target)
         with torch.inference_mode(self.closed_form):
-            cam_small = self._cam(logits, acts, tgt)
+            cam_small = self._cam(logits, acts, tgt, cam_name)
         with torch.inference_mode():
             scales, smoe, cam, fused, nonclass = self._maps(acts, self._relu, cam_small.detach(), out_size,
                                                             self._weights_t)
@@ -215,24 +214,57 @@ class Explainer:
             logits=logits.detach(),
             topk=TopK(top_i, top_p, labels),
             target=tgt,
-            saliency=maps[self.method],
-            method=self.method,
+            saliency=maps[method],
+            method=method,
             scales=scales,
             smoe=smoe,
             cam=cam,
             fused=fused,
             nonclass=nonclass,
-            layers=tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in self.layers),
+            layers=tuple(i.label for i in self.layers),
         )
 
-    def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor) -> Tensor:
+    def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor, cam_name: str) -> Tensor:
         a = acts[-1]
         if self.closed_form:
             a = torch.relu(a) if self.layers[-1].relu else a
-            return cam_from_linear_head(a, self._head_weight, target, self.cam_name)
+            return cam_from_linear_head(a, self._head_weight, target, cam_name)
         score = logits.gather(1, target.view(-1, 1)).sum()
         (g,) = torch.autograd.grad(score, a)
-        return CAMS[self.cam_name](a.detach(), g)
+        return CAMS[cam_name](a.detach(), g)
+
+
+OutputSize = tuple[int, int] | str | None
+
+
+def prepare_input(
+    explainer: Explainer, images: np.ndarray | Tensor | Sequence[np.ndarray], size: OutputSize = None
+) -> tuple[Tensor, tuple[int, int]]:
+    """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) on the explainer's device
+    and the (H, W) the maps are returned at (``size``: None = the images', ``"model"`` = (h, w), or
+    (H, W))."""
+    if isinstance(images, Tensor) and images.is_floating_point():
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+            raise UsageError(
+                f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
+            )
+        if not bool(torch.isfinite(images).all()):
+            raise UsageError("the input batch holds NaN or infinite values")
+        x = images.to(explainer.device, torch.float32)  # float16/float64 inputs are converted
+        if explainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        in_size = (int(images.shape[2]), int(images.shape[3]))
+    else:
+        x = explainer.preprocess(images)
+        shape = images.shape if hasattr(images, "shape") else np.shape(images[0])
+        in_size = (int(shape[-3]), int(shape[-2]))
+    if size is None:
+        return x, in_size
+    if size == "model":
+        return x, (int(x.shape[2]), int(x.shape[3]))
+    if isinstance(size, str) or len(size) != 2 or min(size) < 1:
+        raise UsageError(f"size must be None, 'model' or (H, W) with positive sides, got {size!r}")
+    return x, (int(size[0]), int(size[1]))
 
 
 def resolve_targets(logits: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
@@ -240,7 +272,11 @@ def resolve_targets(logits: Tensor, target: int | Sequence[int] | Tensor | None)
     n, n_cls = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
-    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).flatten()
+    raw = torch.as_tensor(target)
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
+        if not (raw.is_floating_point() and bool((raw == raw.round()).all())):
+            raise UsageError(f"target must be a class index (an integer), got {target!r}")
+    t = raw.to(device=logits.device, dtype=torch.long).flatten()
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:

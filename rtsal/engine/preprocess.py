@@ -11,18 +11,25 @@ from torch import Tensor
 
 from rtsal.errors import UsageError
 
+MAX_ASPECT = 4  # the model input's long side is at most this many times its short side
+
 
 def model_size(h: int, w: int, size: int | tuple[int, int]) -> tuple[int, int]:
     """The (height, width) the model sees for an (h, w) frame.
 
     An int scales the short side to ``size`` and the long side in proportion, rounded to a multiple of 32
-    (so every scale has an exact stride); a tuple is used as (height, width) as it is.
+    (so every scale has an exact stride) and at most ``MAX_ASPECT`` times the short side: a wider frame is
+    squeezed, so the model input (and memory) is bounded for any aspect ratio. A tuple is used as (height,
+    width) as it is.
     """
     if not isinstance(size, int):
         return int(size[0]), int(size[1])
-    if h <= w:
-        return size, max(32, int(round(w * size / h / 32)) * 32) if h != w else size
-    return max(32, int(round(h * size / w / 32)) * 32), size
+    if h == w:
+        return size, size
+    cap = max(32, (MAX_ASPECT * size) // 32 * 32)
+    if h < w:
+        return size, min(cap, max(32, int(round(w * size / h / 32)) * 32))
+    return min(cap, max(32, int(round(h * size / w / 32)) * 32)), size
 
 
 def as_image_batch(images: np.ndarray | Tensor | Sequence[np.ndarray]) -> np.ndarray:

@@ -147,7 +147,7 @@ def evaluate(
     with Explainer(**settings) as main:  # the default settings: its maps are the default group's
         module, name = main.model, main.name
         mean, std = main.mean, main.std
-        layer_names = [i.name if i.call == 0 else f"{i.name}#{i.call}" for i in main.layers]
+        layer_names = [i.label for i in main.layers]
         common = dict(
             mean=main.mean,
             std=main.std,

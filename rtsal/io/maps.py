@@ -68,6 +68,15 @@ class MapsWriter:
                 raise VideoIOError(f"cannot write maps for {self.path}: {exc.strerror or exc}") from None
         self.frames += 1
 
+    def abort(self) -> None:
+        """Remove the temporaries without writing the ``.npz`` (an older file at the path stays)."""
+        if self._closed:
+            return
+        self._closed = True
+        for f in self._files.values():
+            f.close()
+        self._tmp.cleanup()
+
     def close(self) -> None:
         """Write the ``.npz`` (also with zero frames: members then have length 0) and remove temporaries."""
         if self._closed:

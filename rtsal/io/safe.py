@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rtsal.errors import UsageError, VideoIOError
+from rtsal.errors import VideoIOError
 
 __all__ = [
     "AtomicPath",
@@ -68,7 +68,7 @@ def check_writable_dir(folder: StrPath, *, what: str = "output directory") -> Pa
 def _check_target(out: Path, flag: str) -> None:
     try:
         st = os.stat(out)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         st = None
     except OSError as exc:
         raise VideoIOError(f"{flag}: cannot use {out}: {exc.strerror or exc}") from None
@@ -76,7 +76,9 @@ def _check_target(out: Path, flag: str) -> None:
         if stat.S_ISDIR(st.st_mode):
             raise VideoIOError(f"{flag}: {out} is a directory; give a file name such as {out / 'out'}")
         if not stat.S_ISREG(st.st_mode):
-            raise VideoIOError(f"{flag}: {out} is not a regular file (a FIFO, socket or device); choose a file")
+            raise VideoIOError(
+                f"{flag}: {out} is not a regular file (a FIFO, socket or device); choose a file"
+            )
         if not os.access(out, os.W_OK) and not os.access(out.parent if str(out.parent) else ".", os.W_OK):
             raise VideoIOError(f"{flag}: cannot write {out}: permission denied")
     check_writable_dir(out.parent, what=f"{flag}: output directory")
@@ -86,11 +88,11 @@ def check_outputs(
     inputs: Iterable[StrPath | None],
     outputs: Iterable[tuple[str, StrPath | None]],
 ) -> list[Path]:
-    """Refuse, before any work, outputs that would overwrite an input or each other, or that cannot be written.
+    """Refuse, before any work, outputs that would overwrite an input or each other, or cannot be written.
 
     ``outputs`` are ``(flag, path)`` pairs (``("-o", "out.mp4")``, ``("--csv", None)`` for an option not
     given) so the message names the option. Returns the outputs that are set, as paths. Raises
-    :class:`UsageError` for a clash and :class:`VideoIOError` for a path that cannot be written.
+    :class:`VideoIOError` (one line naming the option) for a clash or a path that cannot be written.
     """
     ins = [Path(p) for p in inputs if p is not None]
     seen: list[tuple[str, Path]] = []
@@ -100,12 +102,15 @@ def check_outputs(
         out = Path(raw)
         for inp in ins:
             if same_file(out, inp):
-                raise UsageError(
-                    f"{flag} {out} is the input file {inp}; choose another name (inputs are never overwritten)"
+                raise VideoIOError(
+                    f"{flag} {out} is the input file {inp}; "
+                    "choose another name (inputs are never overwritten)"
                 )
         for other_flag, other in seen:
             if same_file(out, other):
-                raise UsageError(f"{flag} and {other_flag} name the same file {out}; choose different names")
+                raise VideoIOError(
+                    f"{flag} and {other_flag} name the same file {out}; choose different names"
+                )
         _check_target(out, flag)
         seen.append((flag, out))
     return [p for _, p in seen]

@@ -74,9 +74,31 @@ def display_problem(env: dict[str, str] | None = None, platform: str | None = No
     return NO_DISPLAY
 
 
+def gui_problem(build_information: str | None = None) -> str | None:
+    """None when this OpenCV build has a GUI, else how to repair it (one line).
+
+    ``opencv-python-headless`` (pulled in by some other packages) shares the ``cv2`` package with
+    ``opencv-python`` and, installed after it, replaces the GUI build with one that cannot open a window."""
+    if build_information is None:
+        import cv2
+
+        build_information = cv2.getBuildInformation()
+    for line in build_information.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key.strip() == "GUI":
+            if value.strip().upper() in ("NONE", ""):
+                return (
+                    "this OpenCV has no GUI (opencv-python-headless replaced opencv-python); repair it with "
+                    "`pip uninstall -y opencv-python-headless && pip install --force-reinstall --no-deps "
+                    "opencv-python`, or use --no-window"
+                )
+            return None
+    return None
+
+
 def check_display() -> None:
-    """Raise :class:`DisplayError` when no window can be shown."""
-    problem = display_problem()
+    """Raise :class:`DisplayError` when no window can be shown (no display, or an OpenCV without a GUI)."""
+    problem = display_problem() or gui_problem()
     if problem:
         raise DisplayError(problem)
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2  # before PyAV, always: a window cannot open once PyAV's bundled libxcb is loaded (see rtsal.io.sinks)
+# OpenCV before PyAV, always: a window cannot open once PyAV's bundled libxcb is loaded (see rtsal.io.sinks)
+import cv2
 import numpy as np
 
 from rtsal.errors import CaptureError, UsageError, VideoIOError

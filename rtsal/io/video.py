@@ -21,6 +21,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.io.safe import AtomicPath, check_outputs
 from rtsal.types import Frame
 
 DEFAULT_CODEC = "libx264"
@@ -128,6 +129,7 @@ class VideoReader:
         self._stream = s
         self.start, self.end = start, end
         self.stopped: str | None = None  # why decoding ended early, once it has
+        self._truncated_ts = False
         self._decoded = 0
         self._last_time: float | None = None
         self._corrupt = 0  # packets the decoder refused
@@ -163,6 +165,14 @@ class VideoReader:
         # where the video stream must end, for containers whose index says so exactly
         indexed = any(k in c.format.name for k in ("mov", "mp4", "matroska", "webm"))
         self._indexed_end = t0 + float(s.duration * tb) if indexed and s.duration else None
+        self._end_slack = 0.0
+        if self._indexed_end is None and "matroska" in c.format.name and c.duration:
+            # Matroska keeps one duration for the whole file (every stream): allow an audio track that runs on
+            self._indexed_end = c.duration / av.time_base
+            self._end_slack = max(0.5, 0.1 * self._indexed_end)
+        if "mpegts" in c.format.name and self.path.stat().st_size % 188:
+            # a transport stream is a sequence of 188-byte packets: a file that ends inside one was cut short
+            self._truncated_ts = True
         self.info = VideoInfo(
             path=str(self.path),
             width=w,
@@ -294,9 +304,11 @@ class VideoReader:
 
     def _check_end(self, t_end: float) -> None:
         """A stream that ends without an error well before its index says it should was cut short."""
+        if self.stopped is None and self._next_time is None and self._truncated_ts:
+            self.stopped = "the file ends inside a 188-byte transport-stream packet (truncated?)"
         if self.stopped is not None or self._next_time is not None or self._indexed_end is None:
             return
-        if t_end < self._indexed_end - max(2 * self._period, 0.1):
+        if t_end < self._indexed_end - max(2 * self._period, 0.1, self._end_slack):
             self.stopped = (
                 f"the file ends early (truncated?): its video should run to {self._indexed_end:.3f} s"
             )
@@ -347,31 +359,10 @@ def _chain(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
 
 
 def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
-    """Check, before any work, that ``output`` can be created and is not the input file."""
-    out = Path(output)
-    if out.is_dir():
-        raise VideoIOError(f"output {out} is a directory; give a file name such as {out / 'out.mp4'}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.exists():
-        raise VideoIOError(f"output directory {parent} does not exist")
-    if not parent.is_dir():
-        raise VideoIOError(f"output directory {parent} is not a directory")
-    if input_path is not None:
-        inp = Path(input_path)
-        same = out.exists() and inp.exists() and os.path.samefile(out, inp)
-        if same or out.resolve() == inp.resolve():
-            raise VideoIOError(
-                f"output {out} is the input file; choose another name (the input is never overwritten)"
-            )
-    existed = out.exists()
-    try:
-        with open(out, "ab"):
-            pass
-    except OSError as exc:
-        raise VideoIOError(f"cannot write {out}: {exc.strerror or exc}") from None
-    if not existed:
-        out.unlink(missing_ok=True)
-    return out
+    """Check, before any work, that ``output`` can be written and is not the input file (by path or inode);
+    nothing is created or opened (a FIFO at the path would block)."""
+    check_outputs([input_path], [("output", output)])
+    return Path(output)
 
 
 def check_codec(name: str) -> av.Codec:
@@ -402,6 +393,11 @@ def _pix_fmt(codec: av.Codec, wanted: str | None) -> str:
     return names[0]
 
 
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+)
+
+
 def _quality_options(codec: str, crf: float | None, preset: str | None) -> dict[str, str]:
     """Encoder options for a constant-quality encode: x264/x265 take crf and preset, VP8/VP9 crf with no
     bit-rate cap; other encoders keep their own defaults."""
@@ -410,6 +406,9 @@ def _quality_options(codec: str, crf: float | None, preset: str | None) -> dict[
         if crf is not None:
             opts["crf"] = f"{crf:g}"
         if preset:
+            if preset not in X264_PRESETS:
+                choices = ", ".join(X264_PRESETS)
+                raise UsageError(f"unknown --preset {preset!r} for {codec}: choose one of {choices}")
             opts["preset"] = preset
         if codec == "libx265":
             opts["x265-params"] = "log-level=error"
@@ -560,9 +559,14 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._closed = False
         check_output_path(self.path)
+        # written to a temporary file beside the output and moved into place when finished (rtsal.io.safe):
+        # the output path holds the old file or a complete new one, never a broken one
+        self._atomic = AtomicPath(self.path)
         try:
-            self._container = av.open(str(self.path), "w", format=format)
+            # the temporary name keeps the suffix, so the container guessed is the same
+            self._container = av.open(str(self._atomic.tmp), "w", format=format)
         except (av.FFmpegError, ValueError) as exc:
+            self._atomic.discard()
             raise VideoIOError(
                 f"cannot write {self.path}: no container format for {self.path.suffix or 'it'} "
                 f"({_reason(exc)}); use .mp4, .mkv, .mov, .webm or .avi"
@@ -613,9 +617,10 @@ class VideoWriter:
         if self._copier is not None:
             self._copier.close()
         try:
-            self._container.close()  # nothing was muxed: the file was never opened, an older one stays
+            self._container.close()
         except (av.FFmpegError, OSError):
             pass
+        self._atomic.discard()  # an older file at the output path stays
         self._closed = True
 
     # -- encoding ---------------------------------------------------------------------------------------
@@ -719,20 +724,34 @@ class VideoWriter:
         except OSError as exc:
             raise VideoIOError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
-    def close(self, complete: bool = True) -> None:
+    def close(self, complete: bool = True, keep: bool = True) -> None:
         """Flush the encoder, copy the audio (all of it when ``complete``, else up to the last frame's end),
-        write the trailer and close the file. Idempotent. With no frame written, the file is not touched."""
+        write the trailer, close the file and move it into place. Idempotent.
+
+        With no frame written, or ``keep=False``, the temporary file is removed and an older file at the
+        output path is left as it was."""
         if self._closed:
             return
         self._closed = True
+        if self._stream is None or not keep:
+            self._abort()
+            return
         try:
-            if self._stream is None:
-                if self._copier is not None:
-                    self._copier.close()
-                self._container.close()  # PyAV opens the file at the first packet: none was written
-                return
+            self._finish(complete)
+        except BaseException:
+            self._atomic.discard()
+            raise
+        self._atomic.commit()
+
+    @property
+    def committed(self) -> bool:
+        """True once the finished file is at the output path."""
+        return self._atomic.committed
+
+    def _finish(self, complete: bool) -> None:
+        try:
             try:
-                self._mux_video(self._stream.encode(None))
+                self._mux_video(self._stream.encode(None))  # type: ignore[union-attr]
             except av.FFmpegError as exc:
                 raise VideoIOError(f"cannot flush the encoder of {self.path}: {_reason(exc)}") from None
             if self._held is not None:

@@ -1,4 +1,5 @@
-"""The comparison methods: ``build_runner`` gives a runner for any method in :mod:`rtsal.names` (torch-free at import)."""
+"""The comparison methods: ``build_runner`` gives a runner for any method in :mod:`rtsal.names`
+(torch-free at import)."""
 
 from __future__ import annotations
 

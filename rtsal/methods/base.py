@@ -1,7 +1,8 @@
 """What every comparison method shares: the runner interface, a hook on one layer call, targets, results.
 
 A *runner* is a context manager with ``explain(images, target=None) -> SaliencyResult`` and a ``cost``
-string (one of :data:`rtsal.methods.COSTS`). Engine methods run on the :class:`~rtsal.engine.explainer.Explainer`
+string (one of :data:`rtsal.names.COSTS`). Engine methods run on the
+:class:`~rtsal.engine.explainer.Explainer`
 itself (:class:`EngineRunner`); the slower comparison methods (:class:`MethodRunner` subclasses) run their
 own passes on the explainer's model, with the engine's hooks taken off the model while they do.
 """
@@ -18,12 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rtsal.errors import UsageError
+from rtsal.engine.explainer import OutputSize, prepare_input
 from rtsal.engine.probe import parse_layer
-from rtsal.names import METHODS
 from rtsal.engine.saliency.combine import upsample
 from rtsal.engine.saliency.norm import range_norm
-from rtsal.types import SaliencyResult, TopK
+from rtsal.errors import UsageError
+from rtsal.names import METHODS
+from rtsal.types import LayerInfo, SaliencyResult, TopK
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer
@@ -32,28 +34,17 @@ Images = np.ndarray | Tensor | Sequence[np.ndarray]
 Target = int | Sequence[int] | Tensor | None
 
 
-@dataclass(frozen=True)
-class Layer:
-    """One call of one module: ``name`` as in ``model.named_modules()``, ``call`` counts shared modules."""
-
-    name: str
-    call: int = 0
-
-    def __str__(self) -> str:
-        return self.name if self.call == 0 else f"{self.name}#{self.call}"
-
-
-def resolve_layer(model: nn.Module, layer: str | Layer | None, default: Layer) -> Layer:
-    """``None`` -> ``default``; ``"NAME"`` or ``"NAME#CALL"`` -> a :class:`Layer` of ``model``."""
+def resolve_layer(model: nn.Module, layer: str | LayerInfo | None, default: LayerInfo) -> LayerInfo:
+    """``None`` -> ``default``; ``"NAME"`` or ``"NAME#CALL"`` -> a :class:`LayerInfo` of ``model``."""
     if layer is None:
         return default
-    if isinstance(layer, Layer):
+    if isinstance(layer, LayerInfo):
         name, call = layer.name, layer.call
     else:
         name, call = parse_layer(layer)
     if not name or name not in dict(model.named_modules()):
         raise UsageError(f"no module named {name!r} in the model (see `rtsal layers MODEL`)")
-    return Layer(name, call)
+    return LayerInfo(name, call)
 
 
 class LayerTap:
@@ -63,7 +54,7 @@ class LayerTap:
     forward hook's return value does. Calls are counted from the start of each forward pass of ``model``.
     """
 
-    def __init__(self, model: nn.Module, layer: Layer, fn: Callable[[Tensor], Tensor | None]) -> None:
+    def __init__(self, model: nn.Module, layer: LayerInfo, fn: Callable[[Tensor], Tensor | None]) -> None:
         modules = dict(model.named_modules())
         if layer.name not in modules:
             raise UsageError(f"no module named {layer.name!r} in the model")
@@ -102,7 +93,7 @@ class LayerTap:
         return self.fn(out)
 
 
-def record(model: nn.Module, layer: Layer, keep: list[Tensor], clone: bool = False) -> LayerTap:
+def record(model: nn.Module, layer: LayerInfo, keep: list[Tensor], clone: bool = False) -> LayerTap:
     """A tap that appends the layer's output to ``keep``; with ``clone`` the model goes on with a copy, so
     in-place operations after the layer leave the recorded tensor (and its autograd history) intact."""
 
@@ -125,22 +116,6 @@ def engine_hooks_off(explainer: Explainer) -> Iterator[None]:
         yield
     finally:
         recorder.__enter__()
-
-
-def prepare(explainer: Explainer, images: Images) -> tuple[Tensor, tuple[int, int]]:
-    """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) and output size (H, W)."""
-    if isinstance(images, Tensor) and images.is_floating_point():
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-            raise UsageError(
-                f"a preprocessed batch must be (N, 3, h, w) with N > 0, got {tuple(images.shape)}"
-            )
-        x = images.to(explainer.device)
-        if explainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, (int(images.shape[2]), int(images.shape[3]))
-    x = explainer.preprocess(images)
-    shape = images.shape if hasattr(images, "shape") else np.shape(images[0])
-    return x, (int(shape[-3]), int(shape[-2]))
 
 
 def top_classes(logits: Tensor, k: int, class_names: Sequence[str]) -> TopK:
@@ -193,7 +168,8 @@ class Runner:
         """What one image costs, in passes through the model."""
         return "1 fwd"
 
-    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
+    def explain(self, images: Images, target: Target = None, *, size: OutputSize = None) -> SaliencyResult:
+        """Explain a batch; ``size`` as in :meth:`Explainer.explain` (None: the images' size)."""
         raise NotImplementedError
 
 
@@ -209,18 +185,8 @@ class EngineRunner(Runner):
     def passes(self) -> str:
         return "1 fwd" if self.explainer.closed_form else "1 fwd + head bwd"
 
-    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
-        e = self.explainer
-        if e.method == self.method:
-            return e.explain(images, target)
-        saved = e.method, e.cam_name
-        e.method = self.method
-        if self.method in ("gradcam", "gradcampp"):
-            e.cam_name = self.method
-        try:
-            return e.explain(images, target)
-        finally:
-            e.method, e.cam_name = saved
+    def explain(self, images: Images, target: Target = None, *, size: OutputSize = None) -> SaliencyResult:
+        return self.explainer.explain(images, target, size=size, method=self.method)
 
 
 @dataclass(frozen=True)
@@ -246,7 +212,7 @@ class MethodRunner(Runner):
         explainer: Explainer,
         method: str,
         *,
-        layer: str | Layer | None = None,
+        layer: str | LayerInfo | None = None,
         batch_size: int = 32,
         close_explainer: bool = False,
     ) -> None:
@@ -254,7 +220,7 @@ class MethodRunner(Runner):
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         last = explainer.layers[-1]
-        self.layer = resolve_layer(explainer.model, layer, Layer(last.name, last.call))
+        self.layer = resolve_layer(explainer.model, layer, LayerInfo(last.name, last.call))
         self.batch_size = batch_size
         self.layer_shape: tuple[int, int, int] | None = None  # (C, h, w) seen in the last call
 
@@ -277,11 +243,11 @@ class MethodRunner(Runner):
                 raise UsageError(f"layer {tap.layer} produced no output in the forward pass")
         return logits, ms
 
-    def explain(self, images: Images, target: Target = None) -> SaliencyResult:
+    def explain(self, images: Images, target: Target = None, *, size: OutputSize = None) -> SaliencyResult:
         """Explain a batch as :meth:`Explainer.explain` does; ``saliency`` is this method's map."""
         e = self.explainer
         t0 = _now(e.device)
-        x, out_size = prepare(e, images)
+        x, out_size = prepare_input(e, images, size)
         t1 = _now(e.device)
         with engine_hooks_off(e):
             out = self.compute(x, target)
@@ -302,7 +268,7 @@ class MethodRunner(Runner):
             target=out.target,
             saliency=saliency,
             method=self.method,
-            layers=(str(self.layer),),
+            layers=(self.layer.label,),
             timings=timings,
         )
 

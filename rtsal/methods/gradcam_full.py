@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from rtsal.engine.explainer import resolve_targets
-from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
 from rtsal.engine.saliency.cam import CAMS
+from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.engine.explainer import resolve_targets
-from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
 from rtsal.engine.saliency.cam import gradcam
 from rtsal.engine.saliency.combine import upsample
 from rtsal.engine.saliency.norm import range_norm
+from rtsal.methods.base import MethodOutput, MethodRunner, Target, record
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rtsal.errors import UsageError
-from rtsal.names import METHODS
 from rtsal.methods.ablationcam import AblationCAM
-from rtsal.methods.base import EngineRunner, Layer, MethodRunner, Runner
+from rtsal.methods.base import EngineRunner, MethodRunner, Runner
 from rtsal.methods.fastablationcam import FastAblationCAM
 from rtsal.methods.gradcam_full import GradCAMFull
 from rtsal.methods.guided import GuidedBackprop, GuidedGradCAM
 from rtsal.methods.scorecam import ScoreCAM
+from rtsal.names import METHODS
+from rtsal.types import LayerInfo
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,7 +34,7 @@ def build_runner(
     name: str,
     explainer: Explainer | nn.Module | str,
     *,
-    layer: str | Layer | None = None,
+    layer: str | LayerInfo | None = None,
     cskip: int = 16,
     batch_size: int | None = None,
     close_explainer: bool | None = None,
@@ -45,8 +46,8 @@ def build_runner(
     Args:
         name: a method of :data:`rtsal.methods.METHODS`. Engine methods (``fastcam``, ``smoe``, ``gradcam``,
             ...) run on the explainer's one forward pass; the others run their own passes on its model.
-        explainer: an :class:`~rtsal.engine.explainer.Explainer`, or a model name / ``nn.Module`` to build one from
-            (with ``explainer_options``, e.g. ``weights=None, size=224``).
+        explainer: an :class:`~rtsal.engine.explainer.Explainer`, or a model name / ``nn.Module`` to build
+            one from (with ``explainer_options``, e.g. ``weights=None, size=224``).
         layer: the layer the comparison methods work at, ``NAME`` or ``NAME#CALL``; default the explainer's
             last scale-end layer. Engine methods ignore it (they use the explainer's layers).
         cskip: Score-CAM keeps the ``cskip`` channels with the largest max activation; 0 keeps all.

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtsal.errors import UsageError
 from rtsal.engine.explainer import resolve_targets
+from rtsal.errors import UsageError
 from rtsal.methods.base import MethodOutput, MethodRunner, Target, chunks, record
 
 if TYPE_CHECKING:

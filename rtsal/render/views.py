@@ -133,7 +133,13 @@ class LayersView:
         return grid
 
 
-VIEW_CLASSES = {"overlay": OverlayView, "lovi": LoviView, "layers": LayersView, "side": SideView, "map": MapView}
+VIEW_CLASSES = {
+    "overlay": OverlayView,
+    "lovi": LoviView,
+    "layers": LayersView,
+    "side": SideView,
+    "map": MapView,
+}
 
 
 def make_view(name: str, cmap: str = "jet", alpha: float = 0.5):

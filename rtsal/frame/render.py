@@ -1,0 +1,88 @@
+"""The render stage: a frame and its result -> the picture. The one render recipe of rtsal:
+select the frame's image of the batch -> the drawn maps to the host -> smooth -> resize to the frame ->
+view (overlay, LOVI, layers, side by side, map) -> top-k labels.
+
+numpy and OpenCV only after the host copy: torch calls here would start a second pool of intra-op threads
+competing with the model's for the same cores.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rtsal.names import VIEW_FIELDS
+from rtsal.render.frames import resize_maps, select, to_host
+from rtsal.render.smooth import MapSmoother
+from rtsal.render.views import draw_topk, make_view
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from rtsal.frame.infer import FrameResult
+    from rtsal.types import SaliencyResult
+
+__all__ = ["FrameRenderer"]
+
+
+class FrameRenderer:
+    """Draws results over frames: ``renderer(image, frame_result) -> RGB uint8 picture``.
+
+    Args:
+        view, cmap, alpha: what to draw (see :mod:`rtsal.names`); change them with :meth:`set_style`.
+        smooth: weight of the previous frames in an exponential moving average of the maps (0: off).
+        labels: how many top classes to write in the corner (0: none).
+        label_scale: text scale; default from the frame's width.
+    """
+
+    def __init__(
+        self,
+        view: str = "overlay",
+        cmap: str = "jet",
+        alpha: float = 0.5,
+        *,
+        smooth: float = 0.0,
+        labels: int = 3,
+        label_scale: float | None = None,
+    ) -> None:
+        self.smoother = MapSmoother(smooth)
+        self.labels = labels
+        self.label_scale = label_scale
+        self._style: tuple[str, str, float] | None = None
+        self._view: Any = None
+        self.set_style(view, cmap, alpha)
+        self.last: SaliencyResult | None = None  # the last frame's one-image result, maps at frame size
+
+    def set_style(self, view: str | None = None, cmap: str | None = None, alpha: float | None = None) -> None:
+        """Switch view, colour map or opacity for the next frames (hotkeys v, c, +/-)."""
+        old = self._style or ("overlay", "jet", 0.5)
+        style = (view or old[0], cmap or old[1], old[2] if alpha is None else float(alpha))
+        if style != self._style:
+            self._view = make_view(*style)
+            if self._style is not None and style[0] != self._style[0]:
+                self.smoother.reset()
+            self._style = style
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The result maps the current view draws."""
+        return VIEW_FIELDS[self._style[0]] if self._style else ("saliency",)
+
+    def reset(self) -> None:
+        """Forget the smoothing state (a new method or scene)."""
+        self.smoother.reset()
+
+    def maps(self, fr: FrameResult, size: tuple[int, int]) -> SaliencyResult:
+        """The frame's one-image result with the drawn maps on the host, smoothed and resized to ``size``."""
+        fields = self.fields
+        one = self.smoother(to_host(select(fr.result, fr.i), fields), fields)
+        return resize_maps(one, size, fields)
+
+    def __call__(self, image: np.ndarray, fr: FrameResult) -> np.ndarray:
+        """RGB uint8 (H, W, 3) and its result -> the picture (a new array; ``image`` is not changed)."""
+        one = self.maps(fr, image.shape[:2])
+        out = self._view.annotate(image, one, 0)
+        if self.labels:  # label size from the frame's width, also on the wider side-by-side and grid views
+            scale = self.label_scale or max(0.4, min(1.0, image.shape[1] / 900))
+            draw_topk(out, one, 0, k=self.labels, scale=scale)
+        self.last = one
+        return out
