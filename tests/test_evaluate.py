@@ -272,8 +272,8 @@ def test_cli_bad_files_are_one_line(tmp_path, capsys):
     cases = [
         (["eval", str(empty)], 1, "no image or video files"),
         (["eval", str(broken)], 1, "broken.mp4"),
-        (["eval", str(photo), "--json", str(photo)], 2, "input file"),
-        (["eval", str(photo), "--json", str(tmp_path / "a"), "--plot", str(tmp_path / "a")], 2, "same file"),
+        (["eval", str(photo), "--json", str(photo)], 1, "input file"),
+        (["eval", str(photo), "--json", str(tmp_path / "a"), "--plot", str(tmp_path / "a")], 1, "same file"),
         (["eval", str(photo), str(photo)], 2, "both named"),
     ]
     for argv, code, words in cases:
