@@ -4,6 +4,10 @@ For each model at 224x224, batch 1: a plain ``inference_mode`` forward of the sa
 whole ``Explainer.explain`` call are timed interleaved in one loop; the saliency step alone is then timed on
 recorded activations. Everything is reported as a ratio to the forward pass measured in the same run.
 
+With ``--compile on`` (the default) the same loop also times the compiled engine: the plain forward compiled
+the same way (export + AOTInductor, freezing) and the compiled ``explain``, with build times (cold cache) and
+the warm-cache start-up of a new process.
+
     python benchmarks/overhead.py                         # all four models, 2 threads
     python benchmarks/overhead.py --models resnet50 --iters 50 --json overhead.json
 """
@@ -44,10 +48,59 @@ def summary(ms: list[float]) -> dict[str, float]:
     return {"median": float(q[1]), "iqr": float(q[2] - q[0]), "min": float(min(ms))}
 
 
-def measure(name: str, iters: int, compile: bool, method: str) -> dict:
+def plain_package(model: torch.nn.Module, x: torch.Tensor, folder: Path):
+    """The plain forward of ``model`` compiled the same way as the engine's graph (export + AOTInductor,
+    freezing): the fair baseline for the compiled explain. Returns (callable, build seconds)."""
+    from torch._inductor import aoti_compile_and_package, aoti_load_package
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        ep = torch.export.export(model, (x,), strict=False)
+    path = aoti_compile_and_package(
+        ep, package_path=str(folder / "plain.pt2"), inductor_configs={"freezing": True}
+    )
+    run = aoti_load_package(path)
+    run(x)
+    return run, time.perf_counter() - t0
+
+
+WARM_START = """
+import sys, time, torch
+t0 = time.perf_counter()
+from rtsal.engine.explainer import Explainer
+torch.set_num_threads({threads})
+ex = Explainer({name!r}, weights={weights!r}, compile=True, cache_dir={cache!r})
+t1 = time.perf_counter()
+x = ex.preprocess(torch.zeros(224, 224, 3, dtype=torch.uint8).numpy())
+r = ex.explain(x)
+t2 = time.perf_counter()
+print(r.engine, t1 - t0, t2 - t1)
+"""
+
+
+def warm_start(name: str, weights: str | None, cache: Path, threads: int) -> dict[str, float | str]:
+    """A new process, warm cache: seconds from launch to the first compiled result, and from the model
+    being loaded to it."""
+    import subprocess
+
+    code = WARM_START.format(threads=threads, name=name, weights=weights, cache=str(cache))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    engine, load_s, first_s = out.stdout.split()[-3:]
+    return {"engine": engine, "launch_to_first_compiled_s": wall, "model_load_s": float(load_s),
+            "model_loaded_to_first_compiled_s": float(first_s)}
+
+
+def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> dict:
+    import tempfile
+
     weights = "default" if name == "efficientnet-lite0" else None
     torch.manual_seed(0)
-    ex = Explainer(name, weights=weights, method=method, compile=compile)
+    ex = Explainer(name, weights=weights, method=method)
     plain = load_model(name, weights=weights).module  # a second copy without hooks, same weights
     plain.load_state_dict(ex.model.state_dict())
     plain_cl = plain.to(memory_format=torch.channels_last)
@@ -67,46 +120,103 @@ def measure(name: str, iters: int, compile: bool, method: str) -> dict:
     def explain():
         ex.explain(x)
 
-    t0 = time.perf_counter()
-    explain()  # the first call compiles when compile=True
-    first_call_s = time.perf_counter() - t0
-    for f in (forward_cl, forward_nchw, explain, forward_cl, explain):
-        f()
-    times: dict[str, list[float]] = {"forward": [], "forward_nchw": [], "explain": []}
     fns = {"forward": forward_cl, "forward_nchw": forward_nchw, "explain": explain}
+    extra: dict = {}
+    if compile:
+        # the compiled engine over the same weights; a fresh cache entry so the first call builds (cold)
+        weights_file = None
+        if weights is None:  # random weights: give the compiled explainer the same ones
+            weights_file = Path(tempfile.mkdtemp()) / "w.pt"
+            torch.save(ex.model.state_dict(), weights_file)
+        t0 = time.perf_counter()
+        cx = Explainer(name, weights=weights_file or weights, method=method, compile=True, cache_dir=cache)
+        t1 = time.perf_counter()
+        r = cx.explain(x)
+        t2 = time.perf_counter()
+        if r.engine != "compiled":
+            raise RuntimeError(f"{name}: the compiled engine did not run ({r.engine})")
+        key = (*x.shape, *x.shape[2:])
+        src = cx._compiled.source[key]
+        extra.update(
+            engine_source=src,
+            model_load_s=t1 - t0,
+            cold_first_compiled_s=t2 - t1 if src != "cache" else None,
+            build_s=cx._compiled.build_seconds[key],
+        )
+        from rtsal.engine.compiled import weights_hash
+
+        # the plain package is the benchmark's own (not an rtsal cache entry); kept between runs
+        folder = Path(tempfile.gettempdir()) / "rtsal-bench-plain" / f"{name}-{weights_hash(plain_cl)[:12]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if (folder / "plain.pt2").exists():
+            from torch._inductor import aoti_load_package
+
+            plain_run, plain_build = aoti_load_package(str(folder / "plain.pt2")), None
+        else:
+            plain_run, plain_build = plain_package(plain_cl, x, folder)
+        extra["plain_build_s"] = plain_build
+
+        def forward_compiled():
+            plain_run(x)
+
+        def explain_compiled():
+            cx.explain(x)
+
+        fns.update(forward_compiled=forward_compiled, explain_compiled=explain_compiled)
+        w = str(weights_file) if weights_file else weights
+        extra["warm_start"] = warm_start(name, w, cache, torch.get_num_threads())
+
+    t0 = time.perf_counter()
+    explain()
+    first_call_s = time.perf_counter() - t0
+    for f in list(fns.values()) * 2:
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     order = list(fns)
     for i in range(iters):
-        for key in order[i % 3 :] + order[: i % 3]:  # rotate the order so no call always follows another
+        k = i % len(order)
+        for key in order[k:] + order[:k]:  # rotate the order so no call always follows another
             t = time.perf_counter()
             fns[key]()
             times[key].append((time.perf_counter() - t) * 1e3)
     logits, acts = ex.forward(x)
     saliency_ms = []
-    for _ in range(max(50, iters * 3)):
+    for _ in range(max(20, iters * 2)):
         if not ex.closed_form:  # the head's graph is used up by each CAM: record again
             logits, acts = ex.forward(x)
         t = time.perf_counter()
         ex.saliency(logits, acts, (224, 224))
         saliency_ms.append((time.perf_counter() - t) * 1e3)
     ex.close()
-    fwd = summary(times["forward"])
-    exp = summary(times["explain"])
-    sal = summary(saliency_ms)
-    return {
+    med = {k: summary(v) for k, v in times.items()}
+    fwd, exp, sal = med["forward"], med["explain"], summary(saliency_ms)
+    row = {
         "model": name,
         "method": method,
         "compile": compile,
         "closed_form_cam": ex.closed_form,
         "forward_ms": fwd,
-        "forward_nchw_ms": summary(times["forward_nchw"]),
+        "forward_nchw_ms": med["forward_nchw"],
         "explain_ms": exp,
         "saliency_ms": sal,
         "explain_overhead_pct": 100.0 * (exp["median"] / fwd["median"] - 1.0),
         "saliency_pct_of_forward": 100.0 * sal["median"] / fwd["median"],
-        "channels_last_speedup": summary(times["forward_nchw"])["median"] / fwd["median"],
+        "channels_last_speedup": med["forward_nchw"]["median"] / fwd["median"],
         "first_call_s": first_call_s,
         "iters": iters,
     }
+    if compile:
+        cx.close()
+        fc, ec = med["forward_compiled"], med["explain_compiled"]
+        row.update(
+            forward_compiled_ms=fc,
+            explain_compiled_ms=ec,
+            compiled_explain_over_compiled_forward=ec["median"] / fc["median"],
+            compiled_explain_over_eager_forward=ec["median"] / fwd["median"],
+            compiled_forward_speedup=fwd["median"] / fc["median"],
+            **extra,
+        )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,37 +225,59 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--method", default="fastcam")
-    p.add_argument("--compile", choices=("both", "on", "off"), default="both")
+    p.add_argument("--compile", choices=("on", "off"), default="on",
+                   help="on: also the compiled plain forward and the compiled explain (builds; minutes)")
+    p.add_argument("--cache-dir", default=None, help="compiled-graph cache (default: a fresh temporary one, "
+                   "so the build time is the cold start)")
     p.add_argument("--json", default="bench-out/overhead.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.compile]
+    import tempfile
+
+    comp = args.compile == "on"
+    cache = Path(args.cache_dir) if args.cache_dir else Path(tempfile.mkdtemp(prefix="rtsal-bench-cache-"))
     rows = []
     for name in args.models.split(","):
-        for comp in modes:
-            row = measure(name, args.iters, comp, args.method)
-            rows.append(row)
-            print(
-                f"{name:20s} compile={'on ' if comp else 'off'} forward {row['forward_ms']['median']:7.2f} ms"
-                f"  explain {row['explain_ms']['median']:7.2f} ms ({row['explain_overhead_pct']:+5.1f}%)"
-                f"  saliency {row['saliency_ms']['median']:6.3f} ms ({row['saliency_pct_of_forward']:4.2f}%)",
-                file=sys.stderr,
-            )
+        row = measure(name, args.iters, comp, args.method, cache)
+        rows.append(row)
+        print(
+            f"{name:20s} forward {row['forward_ms']['median']:7.2f} ms"
+            f"  explain {row['explain_ms']['median']:7.2f} ms ({row['explain_overhead_pct']:+5.1f}%)"
+            f"  saliency {row['saliency_ms']['median']:6.3f} ms ({row['saliency_pct_of_forward']:4.2f}%)"
+            + (f"  compiled: forward {row['forward_compiled_ms']['median']:7.2f} ms"
+               f" explain {row['explain_compiled_ms']['median']:7.2f} ms" if comp else ""),
+            file=sys.stderr,
+        )
     header = (
-        "| model | compile | CAM | forward ms (IQR) | NCHW forward ms | explain ms | explain overhead "
-        "| saliency step ms | saliency / forward |"
+        "| model | CAM | eager forward ms (IQR) | eager explain ms | eager explain / forward "
+        "| saliency step / forward | compiled forward ms | compiled explain ms | compiled explain / compiled "
+        "forward | compiled explain / eager forward | build s (graph, plain) | warm start s (launch, "
+        "model loaded) |"
     )
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 12)
     for r in rows:
         cam = "closed form" if r["closed_form_cam"] else "head autograd"
-        print(
-            f"| {r['model']} | {'on' if r['compile'] else 'off'} | {cam}"
+        line = (
+            f"| {r['model']} | {cam}"
             f" | {r['forward_ms']['median']:.2f} ({r['forward_ms']['iqr']:.2f})"
-            f" | {r['forward_nchw_ms']['median']:.2f} | {r['explain_ms']['median']:.2f}"
-            f" | {r['explain_overhead_pct']:+.1f}% | {r['saliency_ms']['median']:.3f}"
-            f" | {r['saliency_pct_of_forward']:.2f}% |"
+            f" | {r['explain_ms']['median']:.2f}"
+            f" | {r['explain_ms']['median'] / r['forward_ms']['median']:.3f}"
+            f" | {r['saliency_pct_of_forward']:.1f}%"
         )
+        if "forward_compiled_ms" in r:
+            ws = r.get("warm_start") or {}
+            warm = (f"{ws['launch_to_first_compiled_s']:.1f}, {ws['model_loaded_to_first_compiled_s']:.1f}"
+                    if "launch_to_first_compiled_s" in ws else "failed")
+            line += (
+                f" | {r['forward_compiled_ms']['median']:.2f} | {r['explain_compiled_ms']['median']:.2f}"
+                f" | {r['compiled_explain_over_compiled_forward']:.3f}"
+                f" | {r['compiled_explain_over_eager_forward']:.3f}"
+                f" | {r['build_s']:.0f}, {r['plain_build_s'] or 0:.0f} | {warm} |"
+            )
+        else:
+            line += " | | | | | | |"
+        print(line)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -154,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    from rtsal.outputs import atomic_write_text
+
+    atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {out}", file=sys.stderr)
     return 0
 

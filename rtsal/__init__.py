@@ -1,7 +1,8 @@
 """rtsal: real-time saliency overlays for PyTorch image classifiers.
 
 ``rtsal.Explainer`` runs one forward pass per frame and returns FastCAM's per-scale SMOE Scale maps, their
-combination, a class activation map from the head, and their fusion. Heavy modules load on first use.
+combination, a class activation map from the head, and their fusion. ``rtsal.export`` writes a model and
+those maps as one ONNX graph (``pip install "rtsal[onnx]"``). Heavy modules load on first use.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Explainer", "SaliencyResult", "RtsalError", "__version__"]
+__all__ = ["Explainer", "SaliencyResult", "RtsalError", "export", "__version__"]
 
 if TYPE_CHECKING:
+    from rtsal.deploy.onnx import export
     from rtsal.engine.explainer import Explainer
     from rtsal.errors import RtsalError
     from rtsal.types import SaliencyResult
@@ -22,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from rtsal.engine.explainer import Explainer
 
         return Explainer
+    if name == "export":
+        from rtsal.deploy.onnx import export
+
+        return export
     if name == "SaliencyResult":
         from rtsal.types import SaliencyResult
 

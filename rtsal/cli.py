@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from rtsal import __version__
 from rtsal.errors import Interrupted, RtsalError, UsageError
 
-COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "batch", "bench")
+COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "batch", "bench", "export", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

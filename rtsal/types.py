@@ -62,6 +62,7 @@ class SaliencyResult:
     nonclass: torch.Tensor | None = None  # (N, H, W) smoe * (1 - cam)
     layers: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)  # milliseconds per stage, whole batch
+    engine: str = "eager"  # which engine drew it: compiled, eager, eager (compiling), eager (fallback)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import numpy as np
 import pytest
 from helpers import photo
+
+# The live and video commands build the compiled engine in the background by default; the CLI tests run
+# eager (tests/test_compiled.py builds what it needs itself).
+os.environ.setdefault("RTSAL_COMPILE", "0")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from helpers import DATA, make_clip, pipeline_threads, probe
 
 from rtsal.cli import main
 from rtsal.errors import UsageError, VideoIOError
-from rtsal.io.safe import AtomicPath, atomic_write_text, check_outputs, same_file
+from rtsal.outputs import AtomicPath, atomic_write_text, check_outputs, same_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--model", "resnet18", "--weights", "none", "--size", "64"]  # a real model, quick to build
@@ -515,3 +515,16 @@ def test_target_out_of_range_stops_the_image_run(tmp_path, capsys):
                            str(tmp_path / "out"), "--target", "5000", *FAST)
     assert code == 2 and "out of range" in one_line_error(err, "image")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_never_replaces_the_weights_file(tmp_path, capsys, no_model):
+    from torchvision.models import resnet18
+
+    weights = tmp_path / "w.png"  # an odd name, but a weights file the run reads
+    torch.save(resnet18().state_dict(), weights)
+    before = weights.read_bytes()
+    shutil.copyfile(DATA / "coffee.jpg", tmp_path / "w.jpg")
+    code, _, err = run_cli(capsys, "image", str(tmp_path / "w.jpg"), "-o", str(tmp_path),
+                           "--model", "resnet18", "--weights", str(weights))
+    assert code == 1 and "is the input file" in one_line_error(err, "image")
+    assert weights.read_bytes() == before

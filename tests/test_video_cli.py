@@ -130,6 +130,7 @@ def test_csv_round_trip(explained):
     assert len(rows) == 30 and [int(r["index"]) for r in rows] == list(range(30))
     assert [float(r["pts"]) for r in rows] == pytest.approx(z["pts"].tolist(), abs=1e-6)
     assert [int(r["batch"]) for r in rows] == [4] * 28 + [2] * 2  # 30 frames in batches of 4
+    assert {r["engine"] for r in rows} == {"eager"}  # which engine drew each frame (RTSAL_COMPILE=0 here)
     names = z["class_names"]
     for r, ids, probs in zip(rows, z["topk_indices"], z["topk_probs"], strict=True):
         assert [int(r[f"class{k}"]) for k in range(1, 6)] == ids.tolist()

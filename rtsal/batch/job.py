@@ -39,7 +39,7 @@ from rtsal.batch.worker import PROGRESS_TOPIC, EngineBuilder, FileTask, run_file
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.frame.video_job import VideoSettings
 from rtsal.interrupts import Interrupts
-from rtsal.io.safe import same_file
+from rtsal.outputs import same_file
 
 __all__ = ["BatchOptions", "run_batch"]
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rtsal.errors import UsageError, VideoIOError
+from rtsal.outputs import sha256_file
 
 __all__ = [
     "MANIFEST_NAME",
@@ -41,15 +42,6 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.jsonl"
 COMPLETE = ("done", "skipped")  # a skipped line carries the hashes of the done line it stands for
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def settings_sha256(settings: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ its engine once per settings and reuses it for every file it gets (:func:`engine
 be read fails with its one-line reason and never raises, so Dask's own retries are left for dead workers.
 The file runs through the frame layer's :class:`rtsal.frame.video_job.VideoJob` (the ``rtsal video``
 pipeline: every frame, audio kept), writing into temporary files beside the final paths
-(:class:`rtsal.io.safe.AtomicPath`); they are moved into place only when the whole file succeeded, so a
+(:class:`rtsal.outputs.AtomicPath`); they are moved into place only when the whole file succeeded, so a
 failed or abandoned file leaves its final paths as they were. The SHA-256 of each output is taken here,
 on the worker, where the bytes are.
 """
@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtsal.batch.manifest import sha256_file
 from rtsal.errors import RtsalError
 from rtsal.frame.video_job import VideoJob, VideoSettings
-from rtsal.io.safe import AtomicPath
+from rtsal.outputs import AtomicPath, sha256_file
 
 __all__ = [
     "PROGRESS_TOPIC",

@@ -192,7 +192,7 @@ def bundled_photo(name: str) -> np.ndarray:
 
     from rtsal.io.images import read_rgb
 
-    return read_rgb(Path(__file__).resolve().parent / "data" / f"{name}.jpg")
+    return read_rgb(Path(__file__).resolve().parents[1] / "data" / f"{name}.jpg")
 
 
 def _parse(model: nn.Module, layer: str) -> LayerInfo:
@@ -258,6 +258,37 @@ def rtsal_entries(s: Setup, cskip: int, names: Sequence[str] | None = None) -> I
             return runner.explain(s.x)
 
         yield Entry(name, "rtsal", run, lambda runner=runner: runner.passes, runner.close)
+
+
+def onnxruntime_entries(s: Setup, onnx_path: str | None = None) -> Iterator[Entry]:
+    """rtsal's ONNX export run by ONNX Runtime: the model alone (logits) and the FastCAM graph (logits and
+    every map, through :class:`rtsal.deploy.runtime.OrtExplainer`), both on ``s.x``. Without ``onnx_path``
+    the explainer's model is exported here (takes a while: the dynamo exporter traces it)."""
+    import tempfile
+    from pathlib import Path
+
+    from rtsal.deploy.onnx import export
+    from rtsal.deploy.runtime import OrtExplainer
+
+    size = (int(s.x.shape[2]), int(s.x.shape[3]))
+    with tempfile.TemporaryDirectory(prefix="rtsal-bench-") as tmp:
+        folder = Path(tmp)
+        if onnx_path is None:
+            state = folder / "weights.pt"
+            torch.save(s.explainer.model.state_dict(), state)
+            onnx_path = str(export(s.explainer.name, folder / "fastcam.onnx", weights=state, size=size,
+                                   dynamic_batch=True, cam=s.explainer.cam_name))
+        bare = folder / "logits.onnx"
+        program = torch.onnx.export(s.clean, (s.x.contiguous(),), None, dynamo=True, verbose=False,
+                                    external_data=False, input_names=["images"], output_names=["logits"])
+        program.save(str(bare))
+        runner = OrtExplainer(onnx_path, method=s.explainer.method)
+        plain = OrtExplainer.session(bare)
+    x = s.x.contiguous()
+    x_np = x.numpy()
+    yield Entry("forward", "onnxruntime", lambda: plain.run(None, {"images": x_np}), lambda: "1 fwd")
+    yield Entry(runner.method, "onnxruntime", lambda: runner.explain(x), lambda: "1 fwd, maps in the graph",
+                runner.close)
 
 
 def _grad_cam_entries(s: Setup) -> Iterator[Entry]:
@@ -370,15 +401,17 @@ def run_all(
     only: Sequence[str] = (),
     skip: Sequence[str] = (),
     progress: Callable[[str], None] = lambda line: None,
+    extra: Sequence[Callable[[], Iterator[Entry]]] = (),
 ) -> list[Timing]:
-    """Measure every selected rtsal method, then every selected method of the installed peers."""
+    """Measure every selected rtsal method, then the ``extra`` groups (e.g. :func:`onnxruntime_entries`),
+    then every selected method of the installed peers."""
     device = s.explainer.device
 
     def forward() -> None:
         with torch.inference_mode():
             s.clean(s.x)
 
-    groups: list[Callable[[], Iterator[Entry]]] = [lambda: rtsal_entries(s, cskip)]
+    groups: list[Callable[[], Iterator[Entry]]] = [lambda: rtsal_entries(s, cskip), *extra]
     if peers:
         for lib, ok in installed_peers().items():
             if ok:
@@ -510,7 +543,7 @@ def plot(rows: Sequence[Timing], title: str, path: str) -> None:
     names = [lib for lib in COLOURS if any(r.library == lib for r in rows)]
     ax.legend(handles, names, loc="lower right", fontsize=8)
     fig.tight_layout()
-    from rtsal.io.safe import AtomicPath
+    from rtsal.outputs import AtomicPath
 
     try:
         with AtomicPath(path) as out:  # the chart appears at ``path`` complete, or not at all

@@ -61,6 +61,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--skip", default="", metavar="A,B", help="skip methods whose library/name contains one of these"
     )
     p.add_argument("--no-peers", action="store_true", help="rtsal's methods only")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="onnxruntime: also time the model and its FastCAM graph in ONNX Runtime (exported here unless "
+        "--onnx names an `rtsal export` file of this model and size; pip install 'rtsal[onnx]')",
+    )
+    p.add_argument("--onnx", default=None, metavar="FILE",
+                   help="the export to time with --backend onnxruntime")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument(
         "--plot", default=None, metavar="FILE.png", help="also draw a log-scale bar chart (matplotlib)"
@@ -101,9 +110,15 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--cskip-sweep: give channel counts like 0,8,16,32 (0 = all)") from None
         if not sweep or min(sweep) < 0:
             raise UsageError("--cskip-sweep: give channel counts like 0,8,16,32 (0 = all)")
-    from rtsal.io.safe import check_outputs
+    if args.onnx and args.backend != "onnxruntime":
+        raise UsageError("--onnx needs --backend onnxruntime")
+    if args.backend == "onnxruntime":
+        from rtsal.deploy.onnx import require_onnx
 
-    check_outputs([], [("--json", args.json), ("--plot", args.plot)])
+        require_onnx()
+    from rtsal.outputs import check_outputs
+
+    check_outputs([args.onnx], [("--json", args.json), ("--plot", args.plot)])
     json_path = Path(args.json) if args.json else None
     plot_path = Path(args.plot) if args.plot else None
 
@@ -138,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             only=_names(args.only),
             skip=_names(args.skip),
             progress=bm.eprint,
+            extra=[lambda: bm.onnxruntime_entries(s, args.onnx)] if args.backend == "onnxruntime" else [],
         )
     finally:
         s.explainer.close()
@@ -176,6 +192,6 @@ def _sweep(bm, s, args, ks: list[int], header: str, json_path: Path | None, env:
 def _write_json(path: Path, data: dict) -> None:
     import json
 
-    from rtsal.io.safe import atomic_write_text
+    from rtsal.outputs import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -32,8 +32,21 @@ def add_model_options(g: argparse._ActionsContainer) -> None:
     )
 
 
-def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None) -> None:
-    """--model, --weights, --method and the FastCAM settings."""
+def add_engine_options(
+    p: argparse.ArgumentParser, methods: tuple[str, ...] | None = None, compile_default: bool = False
+) -> None:
+    """--model, --weights, --method, the FastCAM settings and --compile / --cache-dir.
+
+    ``compile_default``: the live and video commands compile by default, in the background (eager frames
+    until the graph is ready); the others only with ``--compile``, built before the first image. The
+    environment variable ``RTSAL_COMPILE`` (1/0) overrides the default.
+    """
+    import os
+
+    live = compile_default
+    env = os.environ.get("RTSAL_COMPILE")  # the default for every command, e.g. RTSAL_COMPILE=0 in tests
+    if env is not None:
+        compile_default = env.strip().lower() not in ("0", "off", "no", "false", "")
     g = p.add_argument_group("model and method")
     add_model_options(g)
     g.add_argument(
@@ -77,6 +90,7 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         help="class index the CAM explains (default: the top-1 class)",
     )
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_backend_options(g)
     g.add_argument(
         "--target-layer",
         default=None,
@@ -84,12 +98,40 @@ def add_engine_options(p: argparse.ArgumentParser, methods: tuple[str, ...] | No
         help="layer for the comparison methods (gradcam-full, scorecam, ...; default: last scale end)",
     )
     g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=compile_default,
+        help="run the compiled engine: forward pass and maps as one graph, built once per input size and "
+        "cached (" + ("built in the background while eager frames flow; default: on" if compile_default
+                      else "built before the first image, tens of seconds; default: off") + ")",
+    )
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="compiled-graph cache (default: $RTSAL_CACHE_DIR, else $XDG_CACHE_HOME/rtsal, else "
+        "~/.cache/rtsal; see `rtsal cache`)",
+    )
+    p.set_defaults(compile_mode="background" if live else True)
+    g.add_argument(
         "--cskip",
         type=int,
         default=16,
         metavar="K",
         help="scorecam: keep the K channels with the largest max activation, 0 = all (default: 16)",
     )
+
+
+def add_backend_options(g: argparse._ActionsContainer) -> None:
+    """--backend and --onnx: run an `rtsal export` file with ONNX Runtime instead of the torch engine."""
+    g.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="torch (the engine, default) or onnxruntime (runs the --onnx file written by `rtsal export`; "
+        "--model, --size and the FastCAM settings then come from the file)",
+    )
+    g.add_argument("--onnx", default=None, metavar="FILE", help="the .onnx file for --backend onnxruntime")
 
 
 def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") -> None:
@@ -186,6 +228,15 @@ def apply_threads(args: argparse.Namespace) -> int:
     return n
 
 
+def engine_inputs(args: argparse.Namespace) -> list[str]:
+    """The files the engine options read (``--weights PATH``, ``--onnx FILE``): inputs like any other, which
+    no output of the run may replace."""
+    weights = getattr(args, "weights", None)
+    found = [weights] if weights and weights.lower() not in ("default", "none") else []
+    onnx = getattr(args, "onnx", None)
+    return found + ([onnx] if onnx else [])
+
+
 def check_engine_args(args: argparse.Namespace) -> None:
     """The engine options' values, before the model loads (exit 2 for a bad one)."""
     if not 32 <= args.size <= MAX_SIZE:
@@ -212,7 +263,17 @@ def make_explainer(args: argparse.Namespace) -> Explainer:
         layers=args.layers.split(",") if args.layers else None,
         device=args.device,
         size=args.size,
+        compile=compile_setting(args),
+        cache_dir=getattr(args, "cache_dir", None),
     )
+
+
+def compile_setting(args: argparse.Namespace) -> bool | str:
+    """The Explainer's ``compile``: False, True (build before the first call) or "background"; off for the
+    comparison methods, which run their own passes on the model."""
+    if not getattr(args, "compile", False) or not METHODS[getattr(args, "method", "fastcam")].engine:
+        return False
+    return getattr(args, "compile_mode", True)
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -237,11 +298,16 @@ def make_runner(args: argparse.Namespace):
     methods run on the Explainer's one pass; comparison methods run their own passes on its model."""
     from rtsal.methods import build_runner
 
+    if getattr(args, "backend", "torch") == "onnxruntime":
+        return make_ort_runner(args)
+    if getattr(args, "onnx", None):
+        raise UsageError("--onnx needs --backend onnxruntime")
     method = getattr(args, "method", "fastcam")
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     engine = METHODS[method].engine
-    engine_args = args if engine else argparse.Namespace(**{**vars(args), "method": "fastcam"})
+    plain = {"method": "fastcam", "compile": False}  # the comparison methods run their own passes
+    engine_args = args if engine else argparse.Namespace(**{**vars(args), **plain})
     explainer = make_explainer(engine_args)
     try:
         return build_runner(
@@ -254,3 +320,19 @@ def make_runner(args: argparse.Namespace):
     except BaseException:
         explainer.close()
         raise
+
+
+def make_ort_runner(args: argparse.Namespace):
+    """The ONNX Runtime runner for ``--backend onnxruntime --onnx FILE`` (engine methods only)."""
+    if not getattr(args, "onnx", None):
+        raise UsageError("--backend onnxruntime needs --onnx FILE (write one with `rtsal export`)")
+    method = getattr(args, "method", "fastcam")
+    if method not in METHODS or not METHODS[method].engine:
+        raise UsageError(f"--backend onnxruntime runs the engine methods only, not {method!r}")
+    if getattr(args, "target", None) is not None:
+        raise UsageError("--target needs the torch backend: an ONNX export explains the top-1 class")
+    if getattr(args, "device", "cpu") != "cpu":
+        raise UsageError("--backend onnxruntime runs on the CPU: leave out --device")
+    from rtsal.deploy.runtime import OrtExplainer
+
+    return OrtExplainer(args.onnx, method=method, threads=getattr(args, "threads", None))

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="--photos output directory (default: rtsal-demo)")
     p.add_argument("--no-labels", action="store_true", help="--photos: do not draw the top-3 classes")
     add_live_options(p)
-    add_engine_options(p)
+    add_engine_options(p, compile_default=True)
     add_view_options(p, default_view="overlay")
     p.set_defaults(view=None)  # overlay for the clip, side by side for --photos
     return p
@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_photos(args: argparse.Namespace) -> int:
     from rtsal.commands.image import explain_files, plan_outputs
-    from rtsal.io.safe import check_outputs
+    from rtsal.outputs import check_outputs
 
     args.view = args.view or "side"
+    args.compile = False  # eight photographs of different sizes: one graph each would not pay off
     check_view_args(args)
     check_engine_args(args)
     out_dir = prepare_output_dir(args.output)

@@ -10,6 +10,7 @@ from rtsal.commands.common import (  # noqa: I001
     add_view_options,
     check_engine_args,
     check_view_args,
+    engine_inputs,
     expand_images,
     make_runner,
     prepare_output_dir,
@@ -17,7 +18,7 @@ from rtsal.commands.common import (  # noqa: I001
     write_rgb,
 )
 from rtsal.errors import RtsalError, UsageError, VideoIOError
-from rtsal.io.safe import check_outputs
+from rtsal.outputs import check_outputs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     created = not out_dir.exists()
     out_dir = prepare_output_dir(out_dir)
     try:
-        check_outputs(inputs, [("-o", dest) for dest in plan.values()])
+        check_outputs([*inputs, *engine_inputs(args)], [("-o", dest) for dest in plan.values()])
         written, failed = explain_files(args, plan)
     finally:
         if created and not any(out_dir.iterdir()):

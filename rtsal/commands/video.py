@@ -19,6 +19,7 @@ from rtsal.commands.common import (
     apply_threads,
     check_engine_args,
     check_view_args,
+    engine_inputs,
     finite_float,
     make_runner,
 )
@@ -60,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_threads_option(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
-    add_engine_options(p)
+    add_engine_options(p, compile_default=True)
     add_view_options(p)
     return p
 
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     with VideoJob(args.input, args.output, settings_of(args), maps=args.maps, csv_path=args.csv,
-                  meta={"model": args.model, "method": args.method}) as job:
+                  meta={"model": args.model, "method": args.method}, inputs=engine_inputs(args)) as job:
         apply_threads(args)
         with FrameExplainer(make_runner(args), args.method, target=args.target,
                             layer=args.target_layer, cskip=args.cskip) as explainer:

@@ -15,6 +15,7 @@ from rtsal.commands.common import (
     add_view_options,
     check_engine_args,
     check_view_args,
+    engine_inputs,
     finite_float,
 )
 from rtsal.errors import Interrupted, UsageError
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--fps", type=finite_float, default=None,
                      help="requested camera frame rate (for a glob --source: its rate)")
     add_live_options(p)
-    add_engine_options(p)
+    add_engine_options(p, compile_default=True)
     add_view_options(p)
     return p
 
@@ -63,7 +64,7 @@ def add_live_options(p: argparse.ArgumentParser) -> None:
 
 def check_live_args(args: argparse.Namespace) -> None:
     """Usage and output checks that need no model, before anything is opened."""
-    from rtsal.io.safe import check_outputs
+    from rtsal.outputs import check_outputs
 
     check_view_args(args)
     check_engine_args(args)
@@ -77,7 +78,8 @@ def check_live_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name} must be positive, got {value}")
     source = getattr(args, "source", None)
     local = source if source and Path(source).exists() else None
-    check_outputs([local], [("--record", args.record), ("--stats-json", args.stats_json)])
+    outputs = [("--record", args.record), ("--stats-json", args.stats_json)]
+    check_outputs([local, *engine_inputs(args)], outputs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,6 +182,6 @@ def run_live(args: argparse.Namespace, source: Any, recorder: Any, title: str) -
 def write_stats(path: str | None, summary: dict[str, Any]) -> None:
     """``--stats-json``, written atomically."""
     if path:
-        from rtsal.io.safe import atomic_write_text
+        from rtsal.outputs import atomic_write_text
 
         atomic_write_text(path, json.dumps(summary, indent=2) + "\n")

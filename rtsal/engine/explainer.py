@@ -16,9 +16,9 @@ from rtsal.engine.preprocess import Preprocess
 from rtsal.engine.probe import Probe, probe
 from rtsal.engine.saliency import combine as comb
 from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
-from rtsal.engine.saliency.fastcam import compiled, fastcam_maps
+from rtsal.engine.saliency.fastcam import fastcam_maps
 from rtsal.engine.saliency.norm import NORMS
-from rtsal.engine.saliency.smoe import NEEDS_RELU, STATISTICS, smoe_scale_fastlog
+from rtsal.engine.saliency.smoe import NEEDS_RELU, STATISTICS
 from rtsal.errors import UsageError
 from rtsal.models import LoadedModel, imagenet_classes, load_model
 from rtsal.names import ENGINE_METHODS
@@ -51,9 +51,12 @@ class Explainer:
         channels_last: run the model in channels-last memory format (faster convolutions and channel
             reductions on CPU).
         head_autograd: force the autograd-through-the-head CAM even when a closed form exists.
-        compile: compile the channel statistic with ``torch.compile`` (one fused pass over each activation;
-            for SMOE, log2 from the float bits). The first call compiles (seconds; PyTorch caches the kernels
-            on disk); falls back to eager mode if no compiler works. Worth it for video and webcam.
+        compile: run the compiled engine (forward pass and every map as one AOTInductor graph per input
+            shape, cached on disk; see ``rtsal.engine.compiled``). ``True`` builds or loads it on the first
+            call for a shape; ``"background"`` serves eagerly until it is ready. Falls back to the eager
+            engine, with one line on stderr, when it cannot be compiled. ``result.engine`` says which ran.
+        cache_dir: the compiled-graph cache folder (default ``$RTSAL_CACHE_DIR``, else
+            ``$XDG_CACHE_HOME/rtsal``).
     """
 
     def __init__(
@@ -71,7 +74,8 @@ class Explainer:
         topk: int = 5,
         channels_last: bool = True,
         head_autograd: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
+        cache_dir: str | os.PathLike | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
@@ -111,8 +115,6 @@ class Explainer:
         self._preprocess = Preprocess(loaded.mean, loaded.std, size, self.device, channels_last)
         self.compile = compile
         stat = STATISTICS[statistic]
-        if compile:
-            stat = compiled(smoe_scale_fastlog if statistic == "smoe" else stat)
         self._relu = tuple(info.relu and NEEDS_RELU[statistic] for info in self.layers)
         w = torch.tensor(self.weights, dtype=torch.float32, device=self.device)
         self._weights_t = w / w.sum()
@@ -124,6 +126,16 @@ class Explainer:
         self._recorder = ActivationRecorder(self._module, self.layers, grad_layer=len(self.layers) - 1)
         self._recorder.track_grad = not self.closed_form
         self._recorder.__enter__()
+        self._compiled = None
+        if compile:
+            from rtsal.engine.compiled import CompiledEngine, rebuild_args
+
+            rebuild = rebuild_args(
+                model, weights, method=method, cam=cam, norm=norm, layer_weights=layer_weights,
+                statistic=statistic, layers=layers, device=str(device), size=size, topk=topk,
+                channels_last=channels_last, head_autograd=head_autograd, mean=mean, std=std,
+            )
+            self._compiled = CompiledEngine(self, compile, cache_dir, rebuild)
 
     # -- lifetime -----------------------------------------------------------------------------------------
     def __enter__(self) -> Explainer:
@@ -133,7 +145,9 @@ class Explainer:
         self.close()
 
     def close(self) -> None:
-        """Remove the hooks. The explainer cannot be used afterwards."""
+        """Remove the hooks (and stop a background build). The explainer cannot be used afterwards."""
+        if self._compiled is not None:
+            self._compiled.close()
         self._recorder.close()
 
     @property
@@ -168,14 +182,34 @@ class Explainer:
         x, out_size = prepare_input(self, images, size)
         t1 = _now(self.device)
         timings["preprocess"] = (t1 - t0) * 1e3
-        logits, acts = self.forward(x)
+        run = None
+        if self._compiled is not None and self._graph_cam(method) == self.cam_name:
+            run = self._compiled.runner(x, out_size)
+        if run is not None:
+            from rtsal.engine.compiled import explain_graph
+
+            n = x.shape[0]
+            tgt = None if target is None else resolve_targets(torch.empty(n, self.info.num_classes), target)
+            return explain_graph(self, run, x, out_size, tgt, timings, t0, method or self.method)
+        if self._compiled is not None:
+            with self._compiled.exclusive:  # not while a build in this process traces the model
+                logits, acts = self.forward(x)
+        else:
+            logits, acts = self.forward(x)
         t2 = _now(self.device)
         timings["forward"] = (t2 - t1) * 1e3
         result = self.saliency(logits, acts, out_size, target, method=method)
         t3 = _now(self.device)
         timings["saliency"] = (t3 - t2) * 1e3
         timings["total"] = (t3 - t0) * 1e3
-        return _with_timings(result, timings)
+        engine = "eager" if self._compiled is None else self._compiled.label(x, out_size)
+        return _with_timings(result, timings, engine)
+
+    def _graph_cam(self, method: str | None) -> str:
+        """The CAM a call with ``method`` needs (the compiled graph holds one)."""
+        method = method or self.method
+        _choose("method", method, METHODS)
+        return method if method in ("gradcam", "gradcampp") else self.fused_cam
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """One forward pass of a preprocessed batch: logits (N, classes) and the scale-end activations."""
@@ -291,7 +325,7 @@ def _choose(what: str, value: str, options: Sequence[str]) -> None:
         raise UsageError(f"unknown {what} {value!r}: choose one of {', '.join(options)}")
 
 
-def _with_timings(result: SaliencyResult, timings: dict[str, float]) -> SaliencyResult:
+def _with_timings(result: SaliencyResult, timings: dict[str, float], engine: str = "eager") -> SaliencyResult:
     from dataclasses import replace
 
-    return replace(result, timings=timings)
+    return replace(result, timings=timings, engine=engine)

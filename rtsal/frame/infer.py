@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rtsal.names import METHODS
+from rtsal.names import ENGINE_METHODS, METHODS
 
 if TYPE_CHECKING:
     from rtsal.types import Frame, SaliencyResult
@@ -71,6 +71,16 @@ class FrameExplainer:
     @property
     def cost(self) -> str:
         return METHODS[self.method].cost
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods this explainer can switch to: every method on rtsal's engine, the engine methods only
+        on another backend (an ONNX Runtime export has no backward pass to offer)."""
+        from rtsal.engine.explainer import Explainer
+
+        if isinstance(getattr(self.runner, "explainer", self.runner), Explainer):
+            return tuple(METHODS)
+        return ENGINE_METHODS
 
     def set_method(self, method: str) -> None:
         """Explain the next frames with ``method`` (hotkey m)."""

@@ -93,7 +93,7 @@ class LiveSession:
             method=explainer.method, view=settings.view, cmap=settings.cmap, alpha=settings.alpha,
             target=explainer.target,
         )
-        self.hotkeys = Hotkeys(self.state, tuple(METHODS), VIEWS, CMAPS)
+        self.hotkeys = Hotkeys(self.state, explainer.methods, VIEWS, CMAPS)
         self.renderer = FrameRenderer(settings.view, settings.cmap, settings.alpha, smooth=settings.smooth)
         self.monitor = PipelineMonitor()
         self.hud = Hud()
@@ -114,6 +114,7 @@ class LiveSession:
         self.last_topk: list[int] = []
         self.snapshots_saved = 0
         self.rendered_frames = 0
+        self.engine: str | None = None  # which engine drew the last frame (the HUD says)
         self.stats = None
 
     # -- infer thread -----------------------------------------------------------------------------------
@@ -141,6 +142,7 @@ class LiveSession:
             plain = self.renderer(frame.image, item)
             self.last_plain = plain
             self.last_topk = [int(v) for v in item.result.topk.indices[item.i].tolist()]
+            self.engine = item.result.engine
             for timer, timer_all, name in (
                 (self.forward, self.forward_all, "forward"),
                 (self.saliency, self.saliency_all, "saliency"),
@@ -173,7 +175,7 @@ class LiveSession:
             forward_ms=self.forward.median() if self.forward.count else None,
             saliency_ms=self.saliency.median() if self.saliency.count else None,
             dropped=dropped, method=s.method, cost=method_info.cost if method_info else "?",
-            behind=self.drops.update(dropped, now), paused=s.paused, pinned=pinned,
+            behind=self.drops.update(dropped, now), paused=s.paused, pinned=pinned, engine=self.engine,
         )
 
     # -- main thread ------------------------------------------------------------------------------------

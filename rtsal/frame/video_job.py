@@ -6,7 +6,7 @@ three threads, every frame in order, original timestamps and audio kept, outputs
     with VideoJob("in.mp4", "out.mp4", VideoSettings(view="lovi")) as job:   # checks and opens, no model
         summary = job.run(frame_explainer)                                     # the model's work
 
-Nothing is lost: every output is checked before any work (:func:`rtsal.io.safe.check_outputs`), written to
+Nothing is lost: every output is checked before any work (:func:`rtsal.outputs.check_outputs`), written to
 a temporary file and moved into place when finished; SIGINT, SIGTERM and SIGHUP finish the frames done into
 a playable file (then :class:`rtsal.errors.Interrupted`); zero frames written is an error and leaves an
 older file as it was.
@@ -18,6 +18,7 @@ import csv
 import io
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from rtsal.errors import Interrupted, VideoIOError
 from rtsal.frame.render import FrameRenderer
 from rtsal.interrupts import Interrupts
-from rtsal.io.safe import AtomicPath, check_outputs
 from rtsal.io.video import DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET
+from rtsal.outputs import AtomicPath, check_outputs
 
 if TYPE_CHECKING:
     from rtsal.frame.infer import FrameExplainer, FrameResult
@@ -39,7 +40,7 @@ MIN_SIDE = 8  # frames smaller than this on a side cannot be explained meaningfu
 CSV_HEAD = (
     ["index", "pts"]
     + [f"{c}{k}" for k in range(1, TOPK_CSV + 1) for c in ("class", "label", "score")]
-    + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch"]
+    + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch", "engine"]
 )
 
 
@@ -109,6 +110,7 @@ class VideoJob:
         maps: optional ``.npz`` of every frame's maps at model resolution (float16).
         csv_path: optional CSV, one row per frame (top-5 classes, target, stage timings).
         meta: extra metadata stored in the ``.npz`` (model, method).
+        inputs: other files the run reads (weights, an ONNX file): no output may replace them.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class VideoJob:
         maps: str | Path | None = None,
         csv_path: str | Path | None = None,
         meta: dict[str, Any] | None = None,
+        inputs: Sequence[str | Path] = (),
     ) -> None:
         from rtsal.io.video import AudioSource, VideoReader, VideoWriter, check_codec
 
@@ -128,7 +131,7 @@ class VideoJob:
         self.maps_path, self.csv_path = maps, csv_path
         self.meta = dict(meta or {})
         check_codec(s.codec)
-        check_outputs([input], [("-o", output), ("--maps", maps), ("--csv", csv_path)])
+        check_outputs([input, *inputs], [("-o", output), ("--maps", maps), ("--csv", csv_path)])
         self.reader = VideoReader(input, start=s.start, end=s.end)
         try:
             info = self.info = self.reader.info
@@ -356,6 +359,7 @@ class VideoJob:
             f"{render_ms:.3f}",
             f"{encode_ms:.3f}",
             fr.batch,
+            r.engine,  # compiled, eager, eager (compiling), eager (fallback)
         ]
         self._csv.writerow(row)
         self._csv_file.flush()  # a row per frame done, also when the run is cut short

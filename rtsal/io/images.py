@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtsal.errors import VideoIOError
-from rtsal.io.safe import atomic_write_bytes
+from rtsal.outputs import atomic_write_bytes
 
 if TYPE_CHECKING:
     import numpy as np

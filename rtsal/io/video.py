@@ -21,7 +21,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
 from rtsal.errors import UsageError, VideoIOError
-from rtsal.io.safe import AtomicPath, check_outputs
+from rtsal.outputs import AtomicPath, check_outputs
 from rtsal.types import Frame
 
 DEFAULT_CODEC = "libx264"
@@ -559,7 +559,7 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._closed = False
         check_output_path(self.path)
-        # written to a temporary file beside the output and moved into place when finished (rtsal.io.safe):
+        # written to a temporary file beside the output and moved into place when finished (rtsal.outputs):
         # the output path holds the old file or a complete new one, never a broken one
         self._atomic = AtomicPath(self.path)
         try:

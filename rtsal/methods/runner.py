@@ -59,6 +59,14 @@ def build_runner(
 
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
+    from torch import nn
+
+    if not isinstance(explainer, (Explainer, nn.Module, str)):
+        # another engine behind the Explainer's interface (the ONNX Runtime backend, rtsal.deploy.runtime):
+        # it computes the engine's maps in one run, and has no model for the comparison methods
+        if not METHODS[name].engine or explainer_options:
+            raise UsageError(f"{name!r} needs the torch backend: ONNX Runtime runs the engine methods only")
+        return EngineRunner(explainer, name, close_explainer=bool(close_explainer))
     built = not isinstance(explainer, Explainer)
     if built:
         explainer = Explainer(explainer, **explainer_options)

@@ -38,6 +38,7 @@ class HudInfo:
     behind: bool = False  # frames were dropped recently
     paused: bool = False
     pinned: str | None = None  # the class label the CAM is pinned to, None when following top-1
+    engine: str | None = None  # which engine drew the frame: compiled, eager, eager (compiling), ...
 
     @property
     def overhead_pct(self) -> float | None:
@@ -52,6 +53,8 @@ class HudInfo:
         sal = "-" if self.saliency_ms is None else f"{self.saliency_ms:.1f} ms"
         pct = "" if self.overhead_pct is None else f" (+{self.overhead_pct:.1f}%)"
         third = f"{self.method} [{self.cost}]"
+        if self.engine:
+            third += f"  {self.engine.replace('eager (compiling)', 'eager, compiling...')}"
         if self.pinned:
             third += f"  class: {self.pinned}"
         if self.paused:

@@ -43,26 +43,3 @@ def fastcam_maps(
     fused = smoe * cam
     return FastCamMaps(scales, smoe, cam, fused, smoe - fused)
 
-
-def compiled(fn: Callable) -> Callable:
-    """``torch.compile(fn, dynamic=True)``, falling back to ``fn`` for good if compiling fails (no C++
-    compiler, an unsupported platform); the fallback is reported once on stderr. Errors of ``fn`` itself
-    still raise."""
-    import sys
-
-    state: dict[str, Callable] = {"fn": torch.compile(fn, dynamic=True)}
-
-    def run(*args, **kwargs):
-        impl = state["fn"]
-        if impl is fn:
-            return fn(*args, **kwargs)
-        try:
-            return impl(*args, **kwargs)
-        except Exception as exc:
-            out = fn(*args, **kwargs)  # raises again if the error is not the compiler's
-            state["fn"] = fn
-            print(f"rtsal: compiling the saliency step failed ({type(exc).__name__}); running it eagerly",
-                  file=sys.stderr)
-            return out
-
-    return run

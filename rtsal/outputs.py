@@ -30,6 +30,7 @@ __all__ = [
     "check_outputs",
     "check_writable_dir",
     "same_file",
+    "sha256_file",
 ]
 
 StrPath = str | os.PathLike
@@ -128,8 +129,10 @@ class AtomicPath:
         ...     a.commit()
     """
 
-    def __init__(self, final: StrPath) -> None:
+    def __init__(self, final: StrPath, mode: int | None = None, fsync: bool = False) -> None:
         self.final = Path(final)
+        self.mode = mode  # None: what a new file gets under the umask
+        self.fsync = fsync
         folder = self.final.parent if str(self.final.parent) else Path(".")
         try:
             fd, name = tempfile.mkstemp(
@@ -146,10 +149,15 @@ class AtomicPath:
         if self.committed:
             return self.final
         try:
-            # keep the mode a new file would get (mkstemp makes 0600)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
+            if self.fsync:  # on the disk before it has the final name
+                with open(self.tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            mode = self.mode
+            if mode is None:  # the mode a new file would get (mkstemp makes 0600)
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.chmod(self.tmp, mode)
             os.replace(self.tmp, self.final)
         except OSError as exc:
             self.discard()
@@ -175,6 +183,17 @@ def _atomic(final: StrPath) -> Iterator[Path]:
     with AtomicPath(final) as a:
         yield a.tmp
         a.commit()
+
+
+def sha256_file(path: StrPath, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (checksums of outputs and cache entries)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: StrPath, data: bytes) -> Path:

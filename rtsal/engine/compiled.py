@@ -1,0 +1,360 @@
+"""The compiled engine: one AOTInductor graph per input shape, cached on disk, built now or in the background.
+
+:class:`CompiledEngine` belongs to an :class:`~rtsal.engine.explainer.Explainer`. For each input shape and
+output size (a *key* ``(N, 3, h, w, H, W)``: the graph combines the maps directly at the output size, as
+the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph`) or None, and None means
+"run the eager engine":
+
+- ``mode=True``: the first call for a shape loads the graph from the cache or builds it, synchronously.
+- ``mode="background"``: the first call starts a builder thread and returns None until the graph is loaded
+  and warmed up; the caller keeps serving frames eagerly meanwhile, so no frame waits and none is dropped.
+  The builder thread runs the export and C++ compile in a **child process** (``python -m
+  rtsal.engine.build``) that rebuilds the model from its name and weights, writes the cache entry and exits;
+  the thread then loads the verified package (about a second). Random weights go to the child as a state
+  dict file. A model the child cannot rebuild (an ``nn.Module`` object) is built in the thread on a
+  hook-free copy instead; ``torch.export`` patches module calls process-wide while it traces, so the eager
+  engine waits on :attr:`CompiledEngine.exclusive` for those few seconds (measured: without the lock the
+  serving thread's forward is caught by the tracer and fails).
+- Anything that fails (no C++ compiler, an op the exporter rejects, a head that needs autograd, an unsafe
+  cache folder) is reported once on stderr and that Explainer keeps the eager engine.
+
+``engine_label`` says which engine drew a result: ``compiled``, ``eager``, ``eager (compiling)`` or
+``eager (fallback)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rtsal.engine.cache import FORMAT, Cache
+from rtsal.engine.graph import ExplainGraph, GraphOutput, build_package, clean_copy, load_package
+
+__all__ = ["CompiledEngine", "weights_hash"]
+
+Runner = Callable[[Tensor, Tensor], GraphOutput]
+BUILDING = "building"
+FAILED = "failed"
+
+
+def weights_hash(module: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer, 32 hex digits."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()[:32]
+
+
+class CompiledEngine:
+    """Compiled graphs for one Explainer, per input shape and output size. See the module docstring."""
+
+    def __init__(
+        self,
+        explainer: Any,
+        mode: bool | str,
+        cache_dir: str | os.PathLike | None = None,
+        rebuild: Mapping[str, object] | None = None,
+        subprocess_build: bool = True,
+    ) -> None:
+        if mode not in (True, "background"):
+            raise ValueError(f"compile must be False, True or 'background', not {mode!r}")
+        self.mode = mode
+        self.ex = explainer
+        self.cache = Cache(cache_dir)
+        self.rebuild = dict(rebuild) if rebuild is not None else None  # how a child rebuilds the model
+        self.subprocess_build = subprocess_build
+        self._graphs: dict[tuple[int, ...], Runner | str] = {}
+        self._threads: list[threading.Thread] = []
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        self.exclusive = threading.Lock()  # held by an in-process export and by the eager forward pass
+        self._closed = False
+        self._warned = False
+        self.build_seconds: dict[tuple[int, ...], float] = {}
+        self.source: dict[tuple[int, ...], str] = {}  # key -> "cache" | "built" | "child"
+        self.reason: str | None = None
+        if not explainer.closed_form:
+            self._fail("the CAM of this model needs the head's gradient, which the graph does not hold yet")
+        self._weights = weights_hash(explainer.model) if self.reason is None else ""
+
+    # -- what the explainer asks ----------------------------------------------------------------------------
+    def runner(self, x: Tensor, out_size: tuple[int, int]) -> Runner | None:
+        """The loaded graph for ``x``'s shape and maps of ``out_size``, or None: serve this call eagerly."""
+        if self.reason is not None:
+            return None
+        shape = (*x.shape, *out_size)
+        got = self._graphs.get(shape)
+        if callable(got):
+            return got
+        if got is not None:  # building or failed
+            return None
+        if self.mode is True:
+            self._graphs[shape] = BUILDING
+            self._make(shape, background=False)
+        else:
+            if BUILDING in self._graphs.values():
+                return None  # one build at a time; this shape is tried again when that one is done
+            self._graphs[shape] = BUILDING
+            t = threading.Thread(target=self._make, args=(shape, True), name="rtsal-compile", daemon=True)
+            self._threads.append(t)
+            t.start()
+            return None
+        got = self._graphs.get(shape)
+        return got if callable(got) else None
+
+    def label(self, x: Tensor, out_size: tuple[int, int]) -> str:
+        """How a call with ``x``'s shape that did not get a graph was served."""
+        if self.reason is not None or self._graphs.get((*x.shape, *out_size)) == FAILED:
+            return "eager (fallback)"
+        return "eager (compiling)"
+
+    def close(self) -> None:
+        """Stop a child build still running and wait briefly for builder threads."""
+        self._closed = True
+        for p in self._procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        for t in self._threads:
+            t.join(timeout=1)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for background builds (tests, benchmarks)."""
+        for t in list(self._threads):
+            t.join(timeout)
+
+    # -- the spec and the build -----------------------------------------------------------------------------
+    def spec(self, shape: tuple[int, ...]) -> dict[str, object]:
+        """Everything that changes the graph of key ``shape`` = (N, 3, h, w, H, W): the cache key."""
+        ex = self.ex
+        return {
+            "format": FORMAT,
+            "model": ex.name,
+            "class": f"{type(ex.model).__module__}.{type(ex.model).__qualname__}",
+            "weights": self._weights,
+            "shape": list(shape[:4]),
+            "out_size": list(shape[4:]),
+            "channels_last": ex.channels_last,
+            "method": ex.method,
+            "cam": ex.cam_name,
+            "norm": ex.norm_name,
+            "statistic": ex.statistic,
+            "graph_statistic": GRAPH_STATISTIC.get(ex.statistic, ex.statistic),
+            "layer_weights": [float(w) for w in ex.weights],
+            "layers": [[i.name, i.call, bool(r)] for i, r in zip(ex.layers, ex._relu, strict=True)],
+            "topk": ex.topk,
+            "dtype": "float32",
+            "device": str(ex.device),
+            "torch": torch.__version__,
+            "cpu": torch.backends.cpu.get_cpu_capability(),
+        }
+
+    def _make(self, shape: tuple[int, ...], background: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            spec = self.spec(shape)
+            package = self.cache.lookup(spec)
+            source = "cache"
+            if package is None:
+                if background and self.subprocess_build and self.rebuild is not None:
+                    package, source = self._build_in_child(spec, shape), "child"
+                if package is None:
+                    package = self.cache.store(spec, lambda tmp: self._build_here(shape, tmp))
+                    source = "built"
+            run = load_package(package)
+            x = torch.zeros(shape[:4], device=self.ex.device)
+            if self.ex.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            run(x, torch.full((shape[0],), -1, dtype=torch.long, device=self.ex.device))  # warm up
+        except Exception as exc:  # noqa: BLE001 - any compiler/exporter failure means "stay eager"
+            self._graphs[shape] = FAILED
+            self._warn(f"compiling the engine for input {shape} failed ({type(exc).__name__}: "
+                       f"{_first_line(exc)})")
+            return
+        self.build_seconds[shape] = time.perf_counter() - t0
+        self.source[shape] = source
+        if not self._closed:
+            self._graphs[shape] = run
+
+    def graph_module(self, out_size: tuple[int, int] | None = None) -> ExplainGraph:
+        """A fresh :class:`ExplainGraph` over a hook-free copy of the explainer's model."""
+        return make_graph(self.ex, clean_copy(self.ex.model), out_size)
+
+    def _build_here(self, shape: tuple[int, ...], path: Path) -> None:
+        graph = self.graph_module((shape[4], shape[5]))
+        try:
+            x = torch.randn(shape[:4], device=self.ex.device)
+            if self.ex.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            build_package(graph, x, path, export_lock=self.exclusive)
+        finally:
+            graph.close()
+
+    def _build_in_child(self, spec: Mapping[str, object], shape: tuple[int, ...]) -> Path | None:
+        """Run ``python -m rtsal.engine.build`` to write the entry; the package path, or None when the child
+        could not rebuild the same model (the caller then builds in this process)."""
+        job = {"explainer": dict(self.rebuild or {}), "shape": list(shape), "spec": spec,
+               "cache": str(self.cache.root)}
+        state = None
+        if job["explainer"].get("weights") is None:  # random weights: hand over this model's state dict
+            with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as g:
+                state = g.name
+            torch.save(self.ex.model.state_dict(), state)
+            job["explainer"]["weights"] = state
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(job, f)
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        try:
+            with self._lock:
+                if self._closed:
+                    return None
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "rtsal.engine.build", f.name],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                )
+                self._procs.append(proc)
+            _, err = proc.communicate()
+        finally:
+            os.unlink(f.name)
+            if state is not None:
+                os.unlink(state)
+        if proc.returncode == 3:  # the child's model is not this one (see rtsal.engine.build)
+            return None
+        if proc.returncode != 0:
+            raise RuntimeError(_first_line(err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]))
+        package = self.cache.lookup(spec)
+        if package is None:
+            raise RuntimeError("the child build wrote no valid cache entry")
+        return package
+
+    def _fail(self, reason: str) -> None:
+        self.reason = reason
+        self._warn(reason)
+
+    def _warn(self, reason: str) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"rtsal: {reason}; running the eager engine", file=sys.stderr)
+
+
+# the statistic inside the graph: log2 from the float bits fuses into the channel reduction
+GRAPH_STATISTIC = {"smoe": "smoe_fastlog"}
+
+
+def make_graph(ex: Any, model: nn.Module, out_size: tuple[int, int] | None = None) -> ExplainGraph:
+    """The :class:`ExplainGraph` for ``ex``'s settings over ``model`` (a hook-free module)."""
+    from rtsal.engine.saliency.norm import NORMS
+    from rtsal.engine.saliency.smoe import STATISTICS, smoe_scale_fastlog
+
+    fast = GRAPH_STATISTIC.get(ex.statistic) == "smoe_fastlog"
+    stat = smoe_scale_fastlog if fast else STATISTICS[ex.statistic]
+    return ExplainGraph(
+        model,
+        ex.layers,
+        ex._relu,
+        ex._weights_t,
+        ex._head_weight,
+        ex.cam_name,
+        stat,
+        NORMS[ex.norm_name],
+        ex.topk,
+        cam_relu=ex.layers[-1].relu,
+        out_size=out_size,
+    )
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _first_line(exc: object) -> str:
+    text = exc if isinstance(exc, str) else (exc[0] if isinstance(exc, list) else str(exc))
+    return (str(text).strip().splitlines() or ["no message"])[0][:200]
+
+
+
+def rebuild_args(model: object, weights: object, **settings: object) -> dict[str, object] | None:
+    """The Explainer arguments a child process needs to rebuild the same model, as JSON values; None when it
+    cannot (an ``nn.Module`` object). ``weights`` None (random) is filled in with a state dict file at build
+    time."""
+    if not isinstance(model, str):
+        return None
+    w = weights if weights in ("default", None) else os.path.abspath(os.fspath(weights))  # type: ignore
+    out: dict[str, object] = {"model": model, "weights": w}
+    for k, v in settings.items():
+        if isinstance(v, tuple):
+            v = list(v)
+        if k in ("mean", "std", "layers", "layer_weights") and v is not None and not isinstance(v, str):
+            v = list(v)  # type: ignore[call-overload]
+        out[k] = v
+    return out
+
+
+def explain_graph(
+    ex: Any,
+    run: Runner,
+    x: Tensor,
+    out_size: tuple[int, int],
+    target: Tensor | None,
+    timings: dict[str, float],
+    t0: float,
+    method: str,
+):
+    """One call of the compiled graph, turned into the same :class:`~rtsal.types.SaliencyResult` the eager
+    engine returns. ``target``: None (top-1) or (N,) classes already checked by the explainer."""
+    from rtsal.types import SaliencyResult, TopK
+
+    n = x.shape[0]
+    # the package was built for dense inputs: a broadcast target (stride 0) or another memory format would
+    # be read with the wrong strides
+    tgt = torch.full((n,), -1, dtype=torch.long, device=x.device) if target is None else target.contiguous()
+    x = x.contiguous(memory_format=torch.channels_last if ex.channels_last else torch.contiguous_format)
+    t1 = _now(ex.device)
+    out = run(x, tgt)
+    t2 = _now(ex.device)
+    timings["forward"] = (t2 - t1) * 1e3
+    scales, smoe, cam, fused, nonclass = out.scales, out.smoe, out.cam, out.fused, out.nonclass
+    labels = [[ex.class_names[i] for i in row] for row in out.top_i.tolist()]
+    maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
+    # ``method`` selects ``saliency`` for this call; its CAM is the graph's (the explainer checks)
+    result = SaliencyResult(
+        logits=out.logits,
+        topk=TopK(out.top_i, out.top_p, labels),
+        target=out.target,
+        saliency=maps[method],
+        method=method,
+        scales=scales,
+        smoe=smoe,
+        cam=cam,
+        fused=fused,
+        nonclass=nonclass,
+        layers=tuple(i.label for i in ex.layers),
+        timings=timings,
+        engine="compiled",
+    )
+    t3 = _now(ex.device)
+    timings["saliency"] = (t3 - t2) * 1e3
+    timings["total"] = (t3 - t0) * 1e3
+    return result

@@ -1,0 +1,172 @@
+"""The whole explanation as one graph: forward pass + every map, ready for ``torch.export`` and AOTInductor.
+
+:class:`ExplainGraph` wraps a copy of the classifier whose scale-end outputs are recorded by its own
+:class:`~rtsal.engine.hooks.ActivationRecorder` (hooks run as plain Python while ``torch.export`` traces, so
+they end up inside the graph). Its forward returns, at the output size (H, W), by default the model's input
+size:
+logits, top-k probabilities and indices, the explained class, the per-scale stack, the combined SMOE map,
+the CAM, FastCAM and the non-class map. Only the closed-form CAM (global-average-pool -> linear head) is
+in the graph; a head that needs autograd is left to the eager engine.
+
+:func:`build_package` exports one such graph for one input shape and compiles it with AOTInductor into a
+``.pt2`` package; :func:`load_package` loads it back as a callable ``(x, target) -> GraphOutput``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtsal.engine.hooks import ActivationRecorder
+from rtsal.engine.saliency.cam import cam_from_linear_head
+from rtsal.engine.saliency.norm import range_norm
+from rtsal.types import LayerInfo
+
+__all__ = ["ExplainGraph", "GraphOutput", "build_package", "clean_copy", "load_package"]
+
+
+class GraphOutput(NamedTuple):
+    """What the graph returns for a batch of N images at the model's input size (h, w)."""
+
+    logits: Tensor  # (N, classes)
+    top_p: Tensor  # (N, k) softmax probabilities, descending
+    top_i: Tensor  # (N, k) class indices
+    target: Tensor  # (N,) the class the CAM explains
+    scales: Tensor  # (N, L, h, w) normalised per-scale maps
+    smoe: Tensor  # (N, h, w) their weighted mean
+    cam: Tensor  # (N, h, w) range-normalised CAM
+    fused: Tensor  # (N, h, w) smoe * cam
+    nonclass: Tensor  # (N, h, w) smoe * (1 - cam)
+
+
+def _resize(m: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (align_corners=False) resize of (N, h, w) maps to ``size``; (N, h, w) -> (N, H, W)."""
+    if tuple(m.shape[-2:]) == tuple(size):
+        return m
+    return F.interpolate(m.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+class ExplainGraph(nn.Module):
+    """``forward(x, target)``: the model and every FastCAM map in one traceable function.
+
+    Args:
+        model: the classifier (a hook-free copy: see :func:`clean_copy`); this module registers its own hooks.
+        layers: the scale-end layers; ``relu[l]`` applies ReLU to layer l first.
+        weights: (L,) scale weights summing to 1.
+        head_weight: (classes, C) weight of the linear head after global average pooling.
+        cam: ``gradcam`` or ``gradcampp``; statistic and norm: pure functions as in
+            :mod:`rtsal.engine.saliency`.
+        out_size: (H, W) of the maps; the input's (h, w) when None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[LayerInfo],
+        relu: Sequence[bool],
+        weights: Tensor,
+        head_weight: Tensor,
+        cam: str,
+        statistic: Callable[[Tensor], Tensor],
+        norm: Callable[[Tensor], Tensor],
+        topk: int,
+        cam_relu: bool,
+        out_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.relu = tuple(relu)
+        self.register_buffer("weights", weights.detach().clone(), persistent=False)
+        self.register_buffer("head_weight", head_weight.detach().clone(), persistent=False)
+        self.cam = cam
+        self.statistic = statistic
+        self.norm = norm
+        self.topk = topk
+        self.cam_relu = cam_relu
+        self.out_size = out_size
+        self.recorder = ActivationRecorder(model, layers)
+        self.recorder.__enter__()
+
+    def close(self) -> None:
+        """Remove this graph's hooks from its model."""
+        self.recorder.close()
+
+    def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """``x`` (N, 3, h, w) preprocessed; ``target`` (N,) long, a negative entry means "the top-1 class".
+        Returns the fields of :class:`GraphOutput` as a plain tuple (what the exporter serialises)."""
+        size = self.out_size or (x.shape[2], x.shape[3])
+        logits = self.model(x)
+        acts = self.recorder.pop()
+        tgt = torch.where(target < 0, logits.argmax(dim=1), target)
+        maps = [
+            _resize(self.norm(self.statistic(torch.relu(a) if r else a)), size)
+            for a, r in zip(acts, self.relu, strict=True)
+        ]
+        scales = torch.stack(maps, dim=1)
+        smoe = (scales * self.weights.view(1, -1, 1, 1)).sum(dim=1)
+        last = torch.relu(acts[-1]) if self.cam_relu else acts[-1]
+        cam = range_norm(_resize(cam_from_linear_head(last, self.head_weight, tgt, self.cam), size))
+        fused = smoe * cam
+        probs = torch.softmax(logits.float(), dim=1)
+        top_p, top_i = probs.topk(self.topk, dim=1)
+        return (logits, top_p, top_i, tgt, scales, smoe, cam, fused, smoe - fused)
+
+
+def clean_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` without the hooks of any :class:`ActivationRecorder` (the serving engine's, or
+    another explainer's on the same module), so a build never touches a serving recorder. Other hooks of the
+    model are kept: they are part of what it computes."""
+    dup = copy.deepcopy(model)
+    for m in dup.modules():
+        for store in (m._forward_hooks, m._forward_pre_hooks):
+            for i in [k for k, fn in store.items() if _is_recorder_hook(fn)]:
+                del store[i]
+    return dup
+
+
+def _is_recorder_hook(fn: object) -> bool:
+    return getattr(fn, "__qualname__", "").startswith(f"{ActivationRecorder.__qualname__}.")
+
+
+def build_package(
+    graph: ExplainGraph,
+    example: Tensor,
+    path: Path,
+    freezing: bool = True,
+    export_lock: AbstractContextManager | None = None,
+) -> Path:
+    """Export ``graph`` for inputs shaped like ``example`` and compile it with AOTInductor into ``path``
+    (a ``.pt2`` file, weights included). Raises whatever the exporter or the C++ compiler raises.
+
+    ``export_lock`` is held while ``torch.export`` traces (it patches module calls process-wide, so no other
+    thread may run a model meanwhile); the longer C++ compile runs without it."""
+    target = torch.full((example.shape[0],), -1, dtype=torch.long, device=example.device)
+    graph.eval()
+    with export_lock or contextlib.nullcontext(), torch.inference_mode():
+        ep = torch.export.export(graph, (example, target), strict=False)
+    from torch._inductor import aoti_compile_and_package
+
+    out = aoti_compile_and_package(
+        ep, package_path=str(path), inductor_configs={"freezing": freezing}
+    )
+    return Path(out)
+
+
+def load_package(path: Path) -> Callable[[Tensor, Tensor], GraphOutput]:
+    """Load a package written by :func:`build_package`: a callable ``(x, target) -> GraphOutput``."""
+    from torch._inductor import aoti_load_package
+
+    runner = aoti_load_package(str(path))
+
+    def run(x: Tensor, target: Tensor) -> GraphOutput:
+        return GraphOutput(*runner(x, target))
+
+    return run
