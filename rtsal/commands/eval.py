@@ -13,8 +13,8 @@ from rtsal.commands.common import add_model_options, parse_weights
 from rtsal.errors import UsageError
 from rtsal.eval.inputs import DATA, default_inputs, expand_inputs, load_samples
 from rtsal.eval.methods import DEFAULT_METHODS, ENGINE_VARIANTS, parse_method, parse_methods
-from rtsal.io.safe import check_outputs
 from rtsal.names import SUBSTRATES
+from rtsal.outputs import check_outputs
 
 __all__ = ["DATA", "add_parser", "run"]
 

@@ -1,6 +1,6 @@
 """What ``rtsal eval`` shows and writes: the table, the verdict lines, the JSON and the curves plot.
 
-Everything reads the report dict of :func:`rtsal.eval.run.evaluate`; files go through :mod:`rtsal.io.safe`
+Everything reads the report dict of :func:`rtsal.eval.run.evaluate`; files go through :mod:`rtsal.outputs`
 (temporary file beside the final path, moved into place when complete).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rtsal.errors import VideoIOError
-from rtsal.io.safe import AtomicPath, atomic_write_text
+from rtsal.outputs import AtomicPath, atomic_write_text
 
 __all__ = ["MAX_ALL_PAIRS", "format_table", "format_verdicts", "plot_curves", "verdict_lines", "write_json"]
 
