@@ -1,8 +1,8 @@
 """What FastCAM costs on top of the forward pass it rides on (targets: the README performance section).
 
-For each model at 224x224, batch 1: a plain ``inference_mode`` forward of the same model (no hooks) and the
-whole ``Explainer.explain`` call are timed interleaved in one loop; the saliency step alone is then timed on
-recorded activations. Everything is reported as a ratio to the forward pass measured in the same run.
+For each model at 224x224 (clip models: a 16-frame clip at their own 112x112), batch 1: a plain
+``inference_mode`` forward of the same model (no hooks) and the whole ``Explainer.explain`` call are timed
+interleaved in one loop; the saliency step alone is then timed on recorded activations. Everything is reported as a ratio to the forward pass measured in the same run.
 
 With ``--compile on`` (the default) the same loop also times the compiled engine: the plain forward compiled
 the same way (export + AOTInductor, freezing) and the compiled ``explain``, with build times (cold cache) and
@@ -10,6 +10,7 @@ the warm-cache start-up of a new process.
 
     python benchmarks/overhead.py                         # all four models, 2 threads
     python benchmarks/overhead.py --models resnet50 --iters 50 --json overhead.json
+    python benchmarks/overhead.py --models r3d_18,swin_t --compile off --iters 5  # clip model, transformer
 """
 
 from __future__ import annotations
@@ -103,8 +104,12 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
     ex = Explainer(name, weights=weights, method=method)
     plain = load_model(name, weights=weights).module  # a second copy without hooks, same weights
     plain.load_state_dict(ex.model.state_dict())
-    plain_cl = plain.to(memory_format=torch.channels_last)
-    x = ex.preprocess(photo_224())  # (1, 3, 224, 224), channels-last
+    plain_cl = plain.to(memory_format=torch.channels_last) if ex.channels_last else plain
+    photo = photo_224()
+    if ex.kind == "clip":  # the photo panning right, as many frames as the model's clips
+        photo = np.stack([np.roll(photo, 3 * t, axis=1) for t in range(ex.clip_len or 16)])
+    x = ex.preprocess(photo)  # (1, 3, 224, 224), channels-last; clips (1, 3, T, 112, 112)
+    out_size = tuple(x.shape[2:])
     x_nchw = x.contiguous()
     plain_nchw = load_model(name, weights=weights).module
     plain_nchw.load_state_dict(ex.model.state_dict())
@@ -185,7 +190,7 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
         if not ex.closed_form:  # the head's graph is used up by each CAM: record again
             logits, acts = ex.forward(x)
         t = time.perf_counter()
-        ex.saliency(logits, acts, (224, 224))
+        ex.saliency(logits, acts, out_size)
         saliency_ms.append((time.perf_counter() - t) * 1e3)
     ex.close()
     med = {k: summary(v) for k, v in times.items()}

@@ -38,6 +38,11 @@ class ModelSpec:
     std: tuple[float, float, float]
     offline: bool  # the default weights need no download
     layers: tuple[str, ...] | None = None  # explicit scale-end layers, else found by the probe
+    kind: str = "image"  # "image" (N, 3, H, W), "clip" (N, 3, T, H, W), "vit" or "swin" (token grids)
+    size: int | tuple[int, int] | None = None  # default model input size (None: the engine's default, 224)
+    clip_len: int | None = None  # clip models: frames per clip the weights were trained on
+    min_frames: int | None = None  # clip models: the shortest clip the model takes
+    categories: Callable[[], tuple[str, ...]] | None = None  # class names, when not ImageNet's
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,10 @@ class LoadedModel:
     std: tuple[float, float, float]
     class_names: tuple[str, ...]
     layers: tuple[str, ...] | None = None
+    kind: str = "image"  # see ModelSpec.kind
+    size: int | tuple[int, int] | None = None
+    clip_len: int | None = None
+    min_frames: int | None = None
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -166,6 +175,45 @@ for _name in (
     register(ModelSpec(_name, _torchvision(_name), IMAGENET_MEAN, IMAGENET_STD, offline=False))
 
 
+def _categories(name: str) -> Callable[[], tuple[str, ...]]:
+    """Class names from torchvision's weight metadata, read on first use (offline; torch stays unimported
+    until then)."""
+
+    def read() -> tuple[str, ...]:
+        from torchvision.models import get_model_weights
+
+        return tuple(get_model_weights(name).DEFAULT.meta["categories"])
+
+    return read
+
+
+# Kinetics-400 video classifiers (3D convolutions over time): clips (N, 3, T, H, W). Normalisation is
+# torchvision's VideoClassification preset for these weights; tests check it against the metadata.
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+# name, input size (torchvision's crop), frames per clip, minimum frames (torchvision's min_temporal_size
+# where it gives one; else the time stride of the last scale, below which it has one time step of padding)
+for _name, _size, _len, _min in (
+    ("r3d_18", 112, 16, 8),
+    ("mc3_18", 112, 16, 8),
+    ("r2plus1d_18", 112, 16, 8),
+    ("s3d", 224, 16, 14),
+):
+    register(
+        ModelSpec(_name, _torchvision(_name), KINETICS_MEAN, KINETICS_STD, offline=False, kind="clip",
+                  size=_size, clip_len=_len, min_frames=_min, categories=_categories(_name))
+    )
+# Vision transformers: token sequences become grids (see rtsal/engine/tokens.py). ViT's blocks all share one
+# resolution, so its scales are blocks at four depths; the last is block 11's input (block 10's output):
+# after the last block only the class token reaches the head, so the patch tokens there have no gradient.
+register(ModelSpec("vit_b_16", _torchvision("vit_b_16"), IMAGENET_MEAN, IMAGENET_STD, offline=False,
+                   kind="vit",
+                   size=(224, 224), layers=tuple(f"encoder.layers.encoder_layer_{k}" for k in (2, 5, 8, 10))))
+for _name in ("swin_t", "swin_s", "swin_b"):  # Swin's four stages (NHWC) are its scales
+    register(ModelSpec(_name, _torchvision(_name), IMAGENET_MEAN, IMAGENET_STD, offline=False, kind="swin",
+                       size=224, layers=("features.1", "features.3", "features.5", "features.7")))
+
+
 def load_model(
     model: str | nn.Module = "efficientnet-lite0",
     weights: Weights = "default",
@@ -184,6 +232,8 @@ def load_model(
         s = tuple(std) if std is not None else IMAGENET_STD
         name = type(model).__name__
         layers = None
+        kind = "clip" if any(isinstance(m, nn.Conv3d) for m in model.modules()) else "image"
+        extra: dict = {"kind": kind}
     elif isinstance(model, str):
         spec = MODELS.get(model)
         if spec is None:
@@ -195,7 +245,13 @@ def load_model(
         s = tuple(std) if std is not None else spec.std
         name = spec.name
         layers = spec.layers
+        extra = {
+            "kind": spec.kind, "size": spec.size, "clip_len": spec.clip_len, "min_frames": spec.min_frames
+        }
+        if class_names is None and spec.categories is not None:
+            class_names = spec.categories()
     else:
         raise UsageError(f"model must be a registered name or an nn.Module, not {type(model).__name__}")
     names = tuple(class_names) if class_names is not None else None
-    return LoadedModel(name, module, m, s, names or (), layers)  # class names filled in by the explainer
+    # class names filled in by the explainer
+    return LoadedModel(name, module, m, s, names or (), layers, **extra)

@@ -174,7 +174,12 @@ def setup(
         if image is None:
             image = bundled_photo("coffee")
         frame = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        x = explainer.preprocess(np.stack([frame] * batch))
+        if explainer.kind == "clip":  # a clip of the model's length: the photo panning right
+            n = explainer.clip_len or 16
+            clip = np.stack([np.roll(frame, 2 * t, axis=1) for t in range(n)])
+            x = explainer.preprocess(np.stack([clip] * batch))
+        else:
+            x = explainer.preprocess(np.stack([frame] * batch))
         last = explainer.layers[-1]
         chosen = LayerInfo(last.name, last.call) if layer is None else _parse(explainer.model, layer)
         peer_layer, note = peer_layer_for(clean, chosen, x)
@@ -427,7 +432,13 @@ def run_all(
                     if not selected(entry.label, only, skip):
                         continue
                     progress(f"measuring {entry.label} ...")
-                    rows.append(measure(entry, forward, device, iters, warmup, budget_s))
+                    try:
+                        rows.append(measure(entry, forward, device, iters, warmup, budget_s))
+                    except Exception as exc:  # noqa: BLE001 - a peer that cannot run this model is skipped
+                        if entry.library == "rtsal":
+                            raise
+                        progress(f"  {entry.label}: failed ({type(exc).__name__}: {str(exc)[:80]}), skipped")
+                        continue
                     t = rows[-1]
                     progress(f"  {t.median_ms:.1f} ms, {t.ratio:.2f}x the forward pass, {t.iters} iterations")
                 finally:

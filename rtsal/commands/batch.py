@@ -92,7 +92,7 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     if args.scheduler and (args.workers or args.threads_per_worker):
         raise UsageError("--workers and --threads-per-worker start a local cluster; --scheduler uses yours")
-    if args.size < 32:
+    if args.size is not None and args.size < 32:
         raise UsageError(f"--size must be at least 32, got {args.size}")
     from rtsal.io.video import check_codec
 

@@ -78,9 +78,10 @@ def add_engine_options(
     g.add_argument(
         "--size",
         type=int,
-        default=224,
-        help=f"model input short side in pixels, 32..{MAX_SIZE} (default: 224); the long side follows the "
-        "frame's aspect ratio up to 4x the short side (wider frames are squeezed), so memory is bounded",
+        default=None,
+        help=f"model input short side in pixels, 32..{MAX_SIZE} (default: the model's: 224; 112 for r3d_18 "
+        "and the like); the long side follows the frame's aspect ratio up to 4x the short side (wider frames "
+        "are squeezed), so memory is bounded",
     )
     g.add_argument(
         "--target",
@@ -119,6 +120,24 @@ def add_engine_options(
         default=16,
         metavar="K",
         help="scorecam: keep the K channels with the largest max activation, 0 = all (default: 16)",
+    )
+
+
+def add_clip_options(g: argparse._ActionsContainer) -> None:
+    """--clip-len and --clip-stride, for clip models (3D convolutions over time)."""
+    g.add_argument(
+        "--clip-len",
+        type=int,
+        default=None,
+        metavar="T",
+        help="clip models: frames per clip (default: the model's, 16 for r3d_18)",
+    )
+    g.add_argument(
+        "--clip-stride",
+        type=int,
+        default=None,
+        metavar="S",
+        help="clip models, files: frames between window starts (default: --clip-len; smaller overlaps)",
     )
 
 
@@ -239,7 +258,7 @@ def engine_inputs(args: argparse.Namespace) -> list[str]:
 
 def check_engine_args(args: argparse.Namespace) -> None:
     """The engine options' values, before the model loads (exit 2 for a bad one)."""
-    if not 32 <= args.size <= MAX_SIZE:
+    if args.size is not None and not 32 <= args.size <= MAX_SIZE:
         raise UsageError(f"--size must be within 32..{MAX_SIZE}, got {args.size}")
     parse_layer_weights(args.layer_weights)
     if args.target is not None and args.target < 0:

@@ -18,6 +18,7 @@ from rtsal.commands.common import (  # noqa: I001
     write_rgb,
 )
 from rtsal.errors import RtsalError, UsageError, VideoIOError
+from rtsal.models import MODELS
 from rtsal.outputs import check_outputs
 
 
@@ -37,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     check_view_args(args)
+    spec = MODELS.get(args.model)
+    if spec is not None and spec.kind == "clip":
+        raise UsageError(f"{args.model} explains video clips, not images: use `rtsal video IN -o OUT --model "
+                         f"{args.model}`")
     check_engine_args(args)
     inputs = expand_images(args.inputs)
     out_dir = Path(args.output)

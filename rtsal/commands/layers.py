@@ -21,13 +21,24 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtsal.engine.probe import probe
+    from rtsal.engine.kinds import probe_model
     from rtsal.models import load_model
 
     loaded = load_model(args.model, weights=None)  # the architecture is all the probe needs
-    info = probe(loaded.module, layers=args.layers.split(",") if args.layers else loaded.layers)
+    layers = args.layers.split(",") if args.layers else loaded.layers
+    info = probe_model(loaded.module, loaded.kind, layers, loaded.size or 224, loaded.min_frames or 1)
     print(format_layers(args.model, info))
+    if loaded.kind != "image":
+        print(KIND_NOTES[loaded.kind])
     return 0
+
+
+KIND_NOTES = {
+    "clip": "clip model: activations (N, C, T, h, w); stride and size are spatial, maps come per frame",
+    "vit": "ViT: every block has one resolution, so the scales are blocks at several depths (class token "
+    "dropped); the last is block 11's input: after it only the class token reaches the head",
+    "swin": "Swin: the four stages (channels-last tokens) are the scales",
+}
 
 
 def format_layers(name: str, info) -> str:

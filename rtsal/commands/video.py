@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtsal.commands.common import (
+    add_clip_options,
     add_engine_options,
     add_threads_option,
     add_view_options,
@@ -95,6 +96,7 @@ def add_video_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--start", type=finite_float, default=None, metavar="SEC", help="first second to process")
     g.add_argument("--end", type=finite_float, default=None, metavar="SEC", help="stop at this second")
     g.add_argument("--batch", type=int, default=4, metavar="N", help="frames per forward pass (default: 4)")
+    add_clip_options(g)
     g.add_argument(
         "--smooth",
         type=finite_float,
@@ -138,18 +140,32 @@ def settings_of(args: argparse.Namespace) -> VideoSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtsal.frame.infer import FrameExplainer
+    from rtsal.frame.clips import ClipFrameExplainer, frame_explainer
     from rtsal.frame.video_job import VideoJob
 
     check_args(args)
     with VideoJob(args.input, args.output, settings_of(args), maps=args.maps, csv_path=args.csv,
                   meta={"model": args.model, "method": args.method}, inputs=engine_inputs(args)) as job:
         apply_threads(args)
-        with FrameExplainer(make_runner(args), args.method, target=args.target,
-                            layer=args.target_layer, cskip=args.cskip) as explainer:
-            summary = job.run(explainer)
+        with frame_explainer(make_runner(args), args.method, clip_len=args.clip_len,
+                             clip_stride=args.clip_stride, target=args.target, layer=args.target_layer,
+                             cskip=args.cskip) as explainer:
+            clips = isinstance(explainer, ClipFrameExplainer)
+            if clips:
+                check_clip_video(job, explainer)
+            summary = job.run(explainer, batch=explainer.stride if clips else None)
     print(summary.line())
     extra = [p for p in (args.maps, args.csv) if p]
     if extra:
         print(f"also wrote {', '.join(extra)}")
     return 0
+
+
+def check_clip_video(job, explainer) -> None:
+    """A video the container says is shorter than the clip model's minimum is refused before decoding."""
+    from rtsal.errors import VideoIOError
+
+    need = explainer.min_frames
+    frames = job.info.frames
+    if frames and frames < need and job.settings.start is None and job.settings.end is None:
+        raise VideoIOError(f"{job.reader.path}: {frames} frame(s); the clip model needs at least {need}")

@@ -55,6 +55,9 @@ def add_live_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--record", default=None, metavar="OUT.mp4",
                    help="also write what is shown to an MP4 file")
     g.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N rendered frames")
+    g.add_argument("--clip-len", type=int, default=None, metavar="T",
+                   help="clip models: frames in the ring buffer explained as each frame arrives "
+                   "(default: the model's, 16 for r3d_18)")
     add_threads_option(g)
     g.add_argument("--stats-json", default=None, metavar="FILE",
                    help="write per-stage medians, FPS, drops and overhead to FILE at exit")
@@ -131,7 +134,7 @@ def run_live(args: argparse.Namespace, source: Any, recorder: Any, title: str) -
     ``--stats-json`` is written on every exit: success, error or interrupt.
     """
     from rtsal.commands.common import apply_threads, make_runner
-    from rtsal.frame.infer import FrameExplainer
+    from rtsal.frame.clips import frame_explainer
     from rtsal.frame.live import LiveSession, format_summary
     from rtsal.interrupts import Interrupts
 
@@ -142,8 +145,9 @@ def run_live(args: argparse.Namespace, source: Any, recorder: Any, title: str) -
             if recorder is not None and getattr(source, "fps", None):
                 recorder.fps = float(source.fps)
             apply_threads(args)
-            explainer = FrameExplainer(make_runner(args), args.method, target=args.target,
-                                       layer=args.target_layer, cskip=args.cskip)
+            explainer = frame_explainer(make_runner(args), args.method, clip_len=args.clip_len,
+                                        target=args.target,
+                                        layer=args.target_layer, cskip=args.cskip)
             try:
                 sink = make_sink(args)
             except BaseException:

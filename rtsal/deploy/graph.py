@@ -16,7 +16,9 @@ from torch import Tensor, nn
 
 from rtsal.engine.hooks import ActivationRecorder
 from rtsal.engine.saliency.cam import cam_from_linear_head
-from rtsal.engine.saliency.norm import NORMS, range_norm
+from rtsal.engine.saliency.combine import combine_maps, resize_bilinear
+from rtsal.engine.saliency.fastcam import fastcam_maps, scale_maps
+from rtsal.engine.saliency.norm import NORMS
 from rtsal.engine.saliency.smoe import STATISTICS
 from rtsal.types import LayerInfo
 
@@ -25,16 +27,6 @@ __all__ = ["ALL_OUTPUTS", "SMOE_OUTPUTS", "SaliencyGraph", "UInt8Input"]
 # output names, in order; models without a closed-form CAM export the SMOE ones only
 ALL_OUTPUTS = ("logits", "saliency", "scales", "smoe", "cam", "fused", "nonclass")
 SMOE_OUTPUTS = ("logits", "saliency", "scales", "smoe")
-
-
-def resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize (align_corners=False) of (N, h, w) or (N, L, h, w) maps to ``size`` = (H, W)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    squeeze = maps.dim() == 3
-    x = maps.unsqueeze(1) if squeeze else maps
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return x.squeeze(1) if squeeze else x
 
 
 class SaliencyGraph(nn.Module):
@@ -86,18 +78,16 @@ class SaliencyGraph(nn.Module):
         size = (int(x.shape[2]), int(x.shape[3]))
         logits = self.model(x)
         acts = self._recorder.pop()
-        maps = [self.norm(self.statistic(torch.relu(a) if r else a))
-                for a, r in zip(acts, self.relu, strict=True)]
-        scales = torch.stack([resize(m, size) for m in maps], dim=1)
-        smoe = (scales * self.weights.view(1, -1, 1, 1)).sum(dim=1)
-        out = {"logits": logits, "scales": scales, "smoe": smoe}
+        out: dict[str, Tensor] = {"logits": logits}
         if self.closed_form:
             a = torch.relu(acts[-1]) if self.cam_relu else acts[-1]
-            target = logits.argmax(dim=1)
-            cam_small = cam_from_linear_head(a, self.head_weight, target, self.cam_name)
-            cam = range_norm(resize(cam_small, size))
-            fused = smoe * cam
-            out.update(cam=cam, fused=fused, nonclass=smoe - fused)
+            cam_small = cam_from_linear_head(a, self.head_weight, logits.argmax(dim=1), self.cam_name)
+            m = fastcam_maps(acts, self.relu, cam_small, size, self.weights, self.statistic, self.norm,
+                             resize=resize_bilinear)
+            out.update(scales=m.scales, smoe=m.smoe, cam=m.cam, fused=m.fused, nonclass=m.nonclass)
+        else:
+            maps = scale_maps(acts, self.relu, self.statistic, self.norm)
+            out["smoe"], out["scales"] = combine_maps(maps, size, self.weights, resize_bilinear)
         out["saliency"] = out[self._pick]
         return tuple(out[name] for name in self.outputs)
 
@@ -128,4 +118,4 @@ class UInt8Input(nn.Module):
 
 def layer_names(layers: Sequence[LayerInfo]) -> tuple[str, ...]:
     """``NAME`` or ``NAME#CALL`` for each layer, as the engine's results name them."""
-    return tuple(i.name if i.call == 0 else f"{i.name}#{i.call}" for i in layers)
+    return tuple(i.label for i in layers)

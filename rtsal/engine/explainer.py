@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.engine.hooks import ActivationRecorder
-from rtsal.engine.preprocess import Preprocess
-from rtsal.engine.probe import Probe, probe
+from rtsal.engine.kinds import clip_input, grid_fn, make_preprocess, probe_model
+from rtsal.engine.probe import Probe
 from rtsal.engine.saliency import combine as comb
 from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
 from rtsal.engine.saliency.fastcam import fastcam_maps
@@ -47,7 +47,8 @@ class Explainer:
         layer_weights: ``equal``, ``linear``, ``prior`` or one number per scale-end layer.
         statistic: per-location channel statistic: ``smoe``, ``mean``, ``std``, ``max`` or ``entropy``.
         layers: explicit scale-end layer names (``NAME`` or ``NAME#CALL``); found by a probe otherwise.
-        size: model input size: short side (int) or (height, width).
+        size: model input size: short side (int) or (height, width); default the model's (224 for image
+            models, 112 for the Kinetics r3d_18 family, 224 x 224 for ViT).
         channels_last: run the model in channels-last memory format (faster convolutions and channel
             reductions on CPU).
         head_autograd: force the autograd-through-the-head CAM even when a closed form exists.
@@ -70,7 +71,7 @@ class Explainer:
         statistic: str = "smoe",
         layers: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
-        size: int | tuple[int, int] = 224,
+        size: int | tuple[int, int] | None = None,
         topk: int = 5,
         channels_last: bool = True,
         head_autograd: bool = False,
@@ -90,10 +91,16 @@ class Explainer:
         loaded: LoadedModel = load_model(model, weights, mean=mean, std=std, class_names=class_names)
         self.name = loaded.name
         self._module = loaded.module.to(self.device)
-        self.channels_last = channels_last
-        if channels_last:
+        # clips (rtsal/engine/clips.py) and transformers (rtsal/engine/tokens.py) branch on the model kind
+        self.kind, self.clip_len, self.min_frames = loaded.kind, loaded.clip_len, loaded.min_frames or 1
+        size = size if size is not None else loaded.size or 224
+        self.channels_last = channels_last and self.kind == "image"
+        if self.channels_last:
             self._module = self._module.to(memory_format=torch.channels_last)
-        self.info: Probe = probe(self._module, layers=layers if layers is not None else loaded.layers)
+        self.to_grid = grid_fn(self.kind)  # token outputs -> (N, C, h, w) grids; None: already grids
+        self.info: Probe = probe_model(
+            self._module, self.kind, layers if layers is not None else loaded.layers, size, self.min_frames
+        )
         self.layers = self.info.layers
         n_cls = self.info.num_classes
         if loaded.class_names:
@@ -112,7 +119,9 @@ class Explainer:
         self.weights = comb.layer_weights(layer_weights, len(self.layers))
         self.topk = min(topk, n_cls)
         self.mean, self.std = loaded.mean, loaded.std
-        self._preprocess = Preprocess(loaded.mean, loaded.std, size, self.device, channels_last)
+        self._preprocess = make_preprocess(
+            self.kind, loaded.mean, loaded.std, size, self.device, self.channels_last, self.min_frames
+        )
         self.compile = compile
         stat = STATISTICS[statistic]
         self._relu = tuple(info.relu and NEEDS_RELU[statistic] for info in self.layers)
@@ -127,6 +136,12 @@ class Explainer:
         self._recorder.track_grad = not self.closed_form
         self._recorder.__enter__()
         self._compiled = None
+        if compile and self.kind != "image":  # the compiled graph knows (N, C, h, w) CNN activations only
+            import sys
+
+            print(f"rtsal: the compiled engine takes image CNNs; {self.name} ({self.kind}) runs eager",
+                  file=sys.stderr)
+            compile = False
         if compile:
             from rtsal.engine.compiled import CompiledEngine, rebuild_args
 
@@ -169,6 +184,9 @@ class Explainer:
         method: str | None = None,
     ) -> SaliencyResult:
         """Explain a batch: RGB uint8 (H, W, 3) / (N, H, W, 3), or a preprocessed float tensor (N, 3, h, w).
+
+        A clip model takes clips instead: uint8 (T, H, W, 3) / (N, T, H, W, 3) or a preprocessed
+        (N, 3, T, h, w); its maps come back per frame, (N, T, H, W) (scales (N, L, T, H, W)).
 
         ``target`` is the class the CAM explains: top-1 by default, one index, or one per image.
         ``size`` is where the maps come back: ``None`` at the input images' (H, W), ``"model"`` at the model
@@ -237,6 +255,8 @@ class Explainer:
         tgt = resolve_targets(logits, target)
         with torch.inference_mode(self.closed_form):
             cam_small = self._cam(logits, acts, tgt, cam_name)
+        if self.to_grid is not None:
+            acts = [self.to_grid(a) for a in acts]
         with torch.inference_mode():
             scales, smoe, cam, fused, nonclass = self._maps(acts, self._relu, cam_small.detach(), out_size,
                                                             self._weights_t)
@@ -265,6 +285,8 @@ class Explainer:
             return cam_from_linear_head(a, self._head_weight, target, cam_name)
         score = logits.gather(1, target.view(-1, 1)).sum()
         (g,) = torch.autograd.grad(score, a)
+        if self.to_grid is not None:  # transformer tokens -> (N, C, h, w) grids
+            a, g = self.to_grid(a), self.to_grid(g)
         return CAMS[cam_name](a.detach(), g)
 
 
@@ -273,10 +295,19 @@ OutputSize = tuple[int, int] | str | None
 
 def prepare_input(
     explainer: Explainer, images: np.ndarray | Tensor | Sequence[np.ndarray], size: OutputSize = None
-) -> tuple[Tensor, tuple[int, int]]:
+) -> tuple[Tensor, tuple[int, ...]]:
     """Images as :meth:`Explainer.explain` takes them -> model input (N, 3, h, w) on the explainer's device
     and the (H, W) the maps are returned at (``size``: None = the images', ``"model"`` = (h, w), or
-    (H, W))."""
+    (H, W)). Clip models: (N, 3, T, h, w) and (T, H, W) (see :mod:`rtsal.engine.kinds`)."""
+    if explainer.kind == "clip":
+        x, in_size = clip_input(explainer._preprocess, images, explainer.device, explainer.min_frames)
+        if size is None:
+            return x, in_size
+        if size == "model":
+            return x, tuple(int(d) for d in x.shape[2:])
+        if isinstance(size, str) or len(size) != 2 or min(size) < 1:
+            raise UsageError(f"size must be None, 'model' or (H, W) with positive sides, got {size!r}")
+        return x, (*in_size[:-2], int(size[0]), int(size[1]))
     if isinstance(images, Tensor) and images.is_floating_point():
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
             raise UsageError(

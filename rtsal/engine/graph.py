@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtsal.engine.hooks import ActivationRecorder
 from rtsal.engine.saliency.cam import cam_from_linear_head
-from rtsal.engine.saliency.norm import range_norm
+from rtsal.engine.saliency.combine import resize_bilinear
+from rtsal.engine.saliency.fastcam import fastcam_maps
 from rtsal.types import LayerInfo
 
 __all__ = ["ExplainGraph", "GraphOutput", "build_package", "clean_copy", "load_package"]
@@ -45,13 +45,6 @@ class GraphOutput(NamedTuple):
     cam: Tensor  # (N, h, w) range-normalised CAM
     fused: Tensor  # (N, h, w) smoe * cam
     nonclass: Tensor  # (N, h, w) smoe * (1 - cam)
-
-
-def _resize(m: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear (align_corners=False) resize of (N, h, w) maps to ``size``; (N, h, w) -> (N, H, W)."""
-    if tuple(m.shape[-2:]) == tuple(size):
-        return m
-    return F.interpolate(m.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
 class ExplainGraph(nn.Module):
@@ -106,18 +99,13 @@ class ExplainGraph(nn.Module):
         logits = self.model(x)
         acts = self.recorder.pop()
         tgt = torch.where(target < 0, logits.argmax(dim=1), target)
-        maps = [
-            _resize(self.norm(self.statistic(torch.relu(a) if r else a)), size)
-            for a, r in zip(acts, self.relu, strict=True)
-        ]
-        scales = torch.stack(maps, dim=1)
-        smoe = (scales * self.weights.view(1, -1, 1, 1)).sum(dim=1)
         last = torch.relu(acts[-1]) if self.cam_relu else acts[-1]
-        cam = range_norm(_resize(cam_from_linear_head(last, self.head_weight, tgt, self.cam), size))
-        fused = smoe * cam
+        cam_small = cam_from_linear_head(last, self.head_weight, tgt, self.cam)
+        m = fastcam_maps(acts, self.relu, cam_small, size, self.weights, self.statistic, self.norm,
+                         resize=resize_bilinear)
         probs = torch.softmax(logits.float(), dim=1)
         top_p, top_i = probs.topk(self.topk, dim=1)
-        return (logits, top_p, top_i, tgt, scales, smoe, cam, fused, smoe - fused)
+        return (logits, top_p, top_i, tgt, m.scales, m.smoe, m.cam, m.fused, m.nonclass)
 
 
 def clean_copy(model: nn.Module) -> nn.Module:

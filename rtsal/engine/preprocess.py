@@ -47,6 +47,8 @@ def as_image_batch(images: np.ndarray | Tensor | Sequence[np.ndarray]) -> np.nda
         raise UsageError(f"expected an RGB uint8 array, got {type(images).__name__}")
     if images.ndim == 3:
         images = images[None]
+    if images.ndim == 5 and images.shape[-1] == 3:
+        raise UsageError(f"got a clip {images.shape} for an image model: use a clip model (e.g. r3d_18)")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise UsageError(f"expected an RGB image (H, W, 3) or a batch (N, H, W, 3), got shape {images.shape}")
     if images.shape[0] == 0:

@@ -48,22 +48,33 @@ def parse_layer(spec: str) -> tuple[str, int]:
 
 
 @torch.no_grad()
-def probe(model: nn.Module, layers: Sequence[str] | None = None, size: tuple[int, int] = (224, 320)) -> Probe:
+def probe(
+    model: nn.Module,
+    layers: Sequence[str] | None = None,
+    size: tuple[int, int] = (224, 320),
+    frames: int | None = None,
+) -> Probe:
     """Run one forward pass of a random (1, 3, *size) input, record every module output, pick scale ends.
 
     ``layers`` names them explicitly instead (``NAME`` or ``NAME#CALL``). The model's train/eval mode is
     restored afterwards and no hook is left behind. A model that only takes square inputs is probed at 224.
+    With ``frames`` the model is a clip model: the input is (1, 3, frames, *size), activations are
+    (N, C, T, h, w) and scales are told apart by their spatial size (h, w).
     """
     try:
-        return _probe(model, layers, size)
+        return _probe(model, layers, size, frames)
     except RuntimeError:
         if size[0] == size[1]:
             raise
-        return _probe(model, layers, (224, 224))
+        return _probe(model, layers, (224, 224), frames)
 
 
-def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]) -> Probe:
+def _probe(
+    model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int], frames: int | None
+) -> Probe:
     h, w = size
+    rank = 4 if frames is None else 5
+    lead = () if frames is None else (frames,)
     named = dict(model.named_modules())
     if layers is not None:
         unknown = [s for s in layers if parse_layer(s)[0] not in named or parse_layer(s)[0] == ""]
@@ -93,7 +104,7 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
             finished[0] += 1
             if isinstance(out, torch.Tensor):
                 calls[idx].shape = tuple(out.shape)
-                calls[idx].negative = bool(out.dim() == 4 and out.numel() and out.amin() < 0)
+                calls[idx].negative = bool(out.dim() == rank and out.numel() and out.amin() < 0)
 
         return hook
 
@@ -106,7 +117,7 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
             handles.append(module.register_forward_pre_hook(pre(name)))
             handles.append(module.register_forward_hook(post(name)))
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        logits = model(torch.rand(1, 3, h, w, device=device))
+        logits = model(torch.rand(1, 3, *lead, h, w, device=device))
     finally:
         for handle in handles:
             handle.remove()
@@ -115,9 +126,9 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
         raise UsageError("the model must return logits of shape (N, classes)")
 
     def spatial(c: _Call) -> tuple[int, int] | None:
-        if c.shape is None or len(c.shape) != 4:
+        if c.shape is None or len(c.shape) != rank:
             return None
-        return c.shape[2], c.shape[3]
+        return c.shape[-2], c.shape[-1]
 
     def is_scale(hw: tuple[int, int] | None) -> bool:
         if hw is None or hw[0] >= h or hw == (1, 1):
@@ -129,7 +140,8 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
         for p in c.parents:
             parent = calls[p]
             p_out, p_in = spatial(parent), parent.in_shape
-            if p_out is not None and p_out != hw and p_in is not None and len(p_in) == 4 and p_in[2:] == hw:
+            if p_out is not None and p_out != hw and p_in is not None and len(p_in) == rank \
+                    and p_in[-2:] == hw:
                 return True
         return False
 
@@ -139,7 +151,9 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
             name, k = parse_layer(spec)
             match = [c for c in calls if c.name == name and c.call == k]
             if not match or spatial(match[0]) is None:
-                raise UsageError(f"layer {spec!r} does not output an (N, C, H, W) tensor in one forward pass")
+                raise UsageError(
+                    f"layer {spec!r} does not output an {_SHAPES[rank]} tensor in one forward pass"
+                )
             chosen.append(match[0])
     else:
         last: dict[tuple[int, int], _Call] = {}
@@ -157,20 +171,23 @@ def _probe(model: nn.Module, layers: Sequence[str] | None, size: tuple[int, int]
             name=c.name,
             call=c.call,
             channels=c.shape[1],
-            stride=max(1, round(h / c.shape[2])),
-            size=(-(-224 // max(1, round(h / c.shape[2]))),) * 2,
+            stride=max(1, round(h / c.shape[-2])),
+            size=(-(-224 // max(1, round(h / c.shape[-2]))),) * 2,
             relu=c.negative,
         )
         for c in chosen
     )
     if not infos:
-        raise UsageError("found no module with a spatial (N, C, H, W) output: is this a CNN classifier?")
-    head = _find_linear_head(model, infos[-1], logits.shape[1], size=(h, w))
+        raise UsageError(f"found no module with a spatial {_SHAPES[rank]} output: is this a CNN classifier?")
+    head = _find_linear_head(model, infos[-1], logits.shape[1], size=(*lead, h, w))
     return Probe(infos, int(logits.shape[1]), head)
 
 
+_SHAPES = {4: "(N, C, H, W)", 5: "(N, C, T, H, W)"}
+
+
 def _find_linear_head(
-    model: nn.Module, last: LayerInfo, num_classes: int, size: tuple[int, int]
+    model: nn.Module, last: LayerInfo, num_classes: int, size: tuple[int, ...]
 ) -> str | None:
     """The name of an ``nn.Linear`` such that logits == linear(mean_ij(A_last)), checked numerically."""
     candidates = [
@@ -188,7 +205,7 @@ def _find_linear_head(
         (a,) = rec.pop()
     if last.relu:
         a = torch.relu(a)
-    pooled = a.mean(dim=(2, 3))
+    pooled = a.flatten(2).mean(dim=2)
     for name, lin in candidates:
         if torch.allclose(lin(pooled), logits, rtol=1e-4, atol=1e-4 * float(logits.abs().max()) + 1e-5):
             return name

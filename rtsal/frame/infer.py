@@ -36,6 +36,7 @@ class FrameResult:
     timings: dict[str, float]
     batch: int
     method: str
+    window: tuple[int, int] | None = None  # clip models: first and last frame index of the clip explained
 
 
 class FrameExplainer:

@@ -41,6 +41,7 @@ CSV_HEAD = (
     ["index", "pts"]
     + [f"{c}{k}" for k in range(1, TOPK_CSV + 1) for c in ("class", "label", "score")]
     + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch", "engine"]
+    + ["window_start", "window_end"]  # clip models: the frames of the clip this frame's map comes from
 )
 
 
@@ -180,10 +181,11 @@ class VideoJob:
         self.reader.close()
 
     # -- the run ------------------------------------------------------------------------------------------
-    def run(self, explainer: FrameExplainer) -> VideoSummary:
+    def run(self, explainer: FrameExplainer, batch: int | None = None) -> VideoSummary:
         """Explain every frame with ``explainer`` and write the outputs. Raises :class:`Interrupted` after a
         signal (the frames done are in the output), the decoding error with the count of frames written, or
-        VideoIOError when no frame was written."""
+        VideoIOError when no frame was written. ``batch`` overrides the settings' frames per infer call
+        (a clip model's window stride, see :mod:`rtsal.frame.clips`)."""
         from rtsal.pipeline import run_pipeline
 
         error: BaseException | None = None
@@ -192,7 +194,9 @@ class VideoJob:
         with Interrupts() as signals:
             try:
                 self._open_side_outputs(explainer)
-                run_pipeline(self.reader, explainer, self._render, live=False, batch=self.settings.batch)
+                run_pipeline(
+                    self.reader, explainer, self._render, live=False, batch=batch or self.settings.batch
+                )
             except KeyboardInterrupt:
                 interrupted = True
             except Exception as exc:  # noqa: BLE001 - finish the outputs first, then report it
@@ -360,6 +364,7 @@ class VideoJob:
             f"{encode_ms:.3f}",
             fr.batch,
             r.engine,  # compiled, eager, eager (compiling), eager (fallback)
+            *(fr.window if fr.window is not None else ("", "")),
         ]
         self._csv.writerow(row)
         self._csv_file.flush()  # a row per frame done, also when the run is cut short

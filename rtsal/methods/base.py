@@ -87,7 +87,7 @@ class LayerTap:
         call, self.calls = self.calls, self.calls + 1
         if call != self.layer.call:
             return None
-        if not isinstance(out, Tensor) or out.dim() != 4:
+        if not isinstance(out, Tensor) or out.dim() not in (3, 4, 5):  # 3: ViT tokens, 5: clips
             raise UsageError(f"layer {self.layer} does not output an (N, C, H, W) tensor")
         self.fired += 1
         return self.fn(out)

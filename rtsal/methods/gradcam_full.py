@@ -25,7 +25,8 @@ def backward_to_input(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Backward pass from the target logits through the layer output ``a`` (N, C, h, w) to the input ``x``.
 
-    -> (target (N,), dscore/dA (N, C, h, w), dscore/dx (N, 3, H, W)).
+    -> (target (N,), dscore/dA (N, C, h, w), dscore/dx (N, 3, H, W)). Clips: (N, C, T, h, w) and
+    (N, 3, T, H, W).
     """
     tgt = resolve_targets(logits, target)
     score = logits.gather(1, tgt.view(-1, 1)).sum()
@@ -52,6 +53,8 @@ class GradCAMFull(MethodRunner):
         )
         a = keep[0]
         tgt, g_a, _ = backward_to_input(logits, a, x, target)
+        if self.explainer.to_grid is not None:  # transformer tokens -> (N, C, h, w) grids
+            a, g_a = self.explainer.to_grid(a), self.explainer.to_grid(g_a)
         self.layer_shape = (a.shape[1], a.shape[2], a.shape[3])
         with torch.inference_mode():
             cam = self.cam(a.detach(), g_a)

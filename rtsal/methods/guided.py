@@ -79,10 +79,11 @@ def gradient_map(g: Tensor) -> Tensor:
 
 
 def percentile_norm(maps: Tensor, q: float = 0.99) -> Tensor:
-    """Non-negative (N, H, W) maps divided by their per-image ``q`` quantile, clipped to [0, 1]."""
+    """Non-negative (N, H, W) maps divided by their per-image ``q`` quantile, clipped to [0, 1].
+    Clips (N, T, H, W): per clip."""
     flat = maps.flatten(1).float()
     scale = torch.quantile(flat, q, dim=1).clamp_min(1e-12)
-    return (maps / scale.view(-1, 1, 1)).clamp(0.0, 1.0)
+    return (maps / scale.view((-1,) + (1,) * (maps.dim() - 1))).clamp(0.0, 1.0)
 
 
 class GuidedBackprop(MethodRunner):
@@ -122,7 +123,7 @@ def guided_gradcam_grad(
     guided.active = True
     (g_x,) = torch.autograd.grad(score, x)
     with torch.no_grad():
-        cam = range_norm(upsample(gradcam(a.detach(), g_a), (x.shape[2], x.shape[3])))
+        cam = range_norm(upsample(gradcam(a.detach(), g_a), tuple(x.shape[2:])))  # (H, W) or (T, H, W)
         return tgt, g_x * cam[:, None]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -43,12 +43,28 @@ def layer_weights(spec: str | Sequence[float], n_layers: int) -> list[float]:
     return weights
 
 
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_bilinear(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize (align_corners=False) of (N, h, w) or (N, L, h, w) maps to ``size`` = (H, W) with
+    ``F.interpolate``: traceable, what the compiled and exported graphs use."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    squeeze = maps.dim() == 3
+    x = maps.unsqueeze(1) if squeeze else maps
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x.squeeze(1) if squeeze else x
+
+
+def upsample(maps: Tensor, size: tuple[int, ...]) -> Tensor:
     """Bilinear resize of (N, h, w) or (N, L, h, w) maps to ``size`` = (H, W), align_corners=False.
 
     On the CPU this runs OpenCV's ``INTER_LINEAR`` (the same sampling, to within 1e-6, about 3x faster than
-    ``F.interpolate`` for one-channel maps); elsewhere ``F.interpolate``.
+    ``F.interpolate`` for one-channel maps); elsewhere :func:`resize_bilinear`.
+
+    Clips: with ``size`` = (T, H, W), (N, t, h, w) or (N, L, t, h, w) maps are resized trilinearly in time
+    and space (align_corners=False) to (N, T, H, W) or (N, L, T, H, W).
     """
+    if len(size) == 3:
+        return upsample_clip(maps, (int(size[0]), int(size[1]), int(size[2])))
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     if maps.device.type == "cpu" and maps.dtype == torch.float32 and maps.numel() > 0:
@@ -56,14 +72,30 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
         flat = maps.detach().reshape(-1, *maps.shape[-2:]).contiguous().numpy()
         out = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in flat])
         return torch.from_numpy(out).view(*maps.shape[:-2], h, w)
-    squeeze = maps.dim() == 3
-    x = maps.unsqueeze(1) if squeeze else maps
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return x.squeeze(1) if squeeze else x
+    return resize_bilinear(maps, size)
 
 
-def combine_maps(maps: Sequence[Tensor], size: tuple[int, int], weights: Tensor) -> tuple[Tensor, Tensor]:
+def upsample_clip(maps: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Trilinear resize in time and space: (N, t, h, w) -> (N, T, H, W), or (N, L, t, h, w) ->
+    (N, L, T, H, W), with ``size`` = (T, H, W), align_corners=False."""
+    if tuple(maps.shape[-3:]) == tuple(size):
+        return maps
+    single = maps.dim() == 4
+    x = maps.unsqueeze(1) if single else maps
+    x = F.interpolate(x.float(), size=size, mode="trilinear", align_corners=False)
+    return x.squeeze(1) if single else x
+
+
+Resize = Callable[[Tensor, tuple[int, ...]], Tensor]
+
+
+def combine_maps(
+    maps: Sequence[Tensor], size: tuple[int, ...], weights: Tensor, resize: Resize = upsample
+) -> tuple[Tensor, Tensor]:
     """Upsample each (N, h_l, w_l) map to ``size`` and take the weighted mean with ``weights`` (L,), which
-    sum to 1. Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W)."""
-    stack = torch.stack([upsample(m, size) for m in maps], dim=1)
-    return (stack * weights.view(1, -1, 1, 1)).sum(dim=1), stack
+    sum to 1. Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W).
+
+    Clips: (N, t_l, h_l, w_l) maps and ``size`` = (T, H, W) give (N, T, H, W) and (N, L, T, H, W)."""
+    stack = torch.stack([resize(m, size) for m in maps], dim=1)
+    w = weights.view((1, -1) + (1,) * (stack.dim() - 2))
+    return (stack * w).sum(dim=1), stack

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from rtsal.engine.saliency.combine import combine_maps, upsample
+from rtsal.engine.saliency.combine import Resize, combine_maps, upsample
 from rtsal.engine.saliency.norm import range_norm
 
 
@@ -22,24 +22,38 @@ class FastCamMaps(NamedTuple):
     nonclass: Tensor  # (N, H, W) smoe * (1 - cam)
 
 
+def scale_maps(
+    acts: Sequence[Tensor],
+    relu: Sequence[bool],
+    statistic: Callable[[Tensor], Tensor],
+    norm: Callable[[Tensor], Tensor],
+) -> list[Tensor]:
+    """Each scale-end activation (N, C_l, h_l, w_l) -> its normalised statistic map (N, h_l, w_l)."""
+    return [norm(statistic(torch.relu(a) if r else a)) for a, r in zip(acts, relu, strict=True)]
+
+
 def fastcam_maps(
     acts: Sequence[Tensor],
     relu: Sequence[bool],
     cam_small: Tensor,
-    out_size: tuple[int, int],
+    out_size: tuple[int, ...],
     weights: Tensor,
     statistic: Callable[[Tensor], Tensor],
     norm: Callable[[Tensor], Tensor],
+    resize: Resize = upsample,
 ) -> FastCamMaps:
     """Scale-end activations -> per-scale maps, their combination, the CAM, FastCAM and the non-class map.
 
     ``acts``: L tensors (N, C_l, h_l, w_l); ``relu[l]``: apply ReLU first (the tensor can be negative);
     ``cam_small``: (N, h, w) raw CAM at the last scale; ``weights``: (L,) summing to 1;
-    ``statistic``: (N, C, h, w) -> (N, h, w); ``norm``: (N, h, w) -> (N, h, w) in [0, 1].
+    ``statistic``: (N, C, h, w) -> (N, h, w); ``norm``: (N, h, w) -> (N, h, w) in [0, 1]; ``resize``: the
+    upsampling (OpenCV on the CPU by default; ``combine.resize_bilinear`` where the step is traced).
+    Clips: activations (N, C_l, t_l, h_l, w_l), ``cam_small`` (N, t, h, w), ``out_size`` (T, H, W); every
+    map gains the time axis ((N, L, T, H, W), (N, T, H, W)) and is normalised per clip.
     """
-    maps = [norm(statistic(torch.relu(a) if r else a)) for a, r in zip(acts, relu, strict=True)]
-    smoe, scales = combine_maps(maps, out_size, weights)
-    cam = range_norm(upsample(cam_small, out_size))
+    maps = scale_maps(acts, relu, statistic, norm)
+    smoe, scales = combine_maps(maps, out_size, weights, resize)
+    cam = range_norm(resize(cam_small, out_size))
     fused = smoe * cam
     return FastCamMaps(scales, smoe, cam, fused, smoe - fused)
 

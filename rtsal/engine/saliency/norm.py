@@ -1,4 +1,7 @@
-"""Normalise saliency maps to [0, 1], per image (pure functions, (N, H, W) -> (N, H, W))."""
+"""Normalise saliency maps to [0, 1], per image (pure functions, (N, H, W) -> (N, H, W)).
+
+Clip maps (N, T, H, W) are normalised per clip: the statistics run over all of a clip's time steps.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +56,9 @@ def gamma_norm(x: Tensor, newton_steps: int = 10) -> Tensor:
 def range_norm(x: Tensor, eps: float = 1e-9) -> Tensor:
     """``(x - min) / max(max - min, eps)`` per image."""
     flat = x.flatten(1)
-    lo = flat.amin(dim=1).view(-1, 1, 1)
-    hi = flat.amax(dim=1).view(-1, 1, 1)
+    shape = (-1,) + (1,) * (x.dim() - 1)  # per image (N, H, W) or per clip (N, T, H, W)
+    lo = flat.amin(dim=1).view(shape)
+    hi = flat.amax(dim=1).view(shape)
     return (x - lo) / (hi - lo).clamp_min(eps)
 
 

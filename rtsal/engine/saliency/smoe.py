@@ -1,6 +1,8 @@
 """Per-location channel statistics of an activation tensor (pure functions).
 
-All take ``a``: (N, C, H, W) and return (N, H, W). SMOE Scale and the other statistics of the FastCAM paper
+All take ``a``: (N, C, H, W) and return (N, H, W); each reduces over the channel axis (dim 1) only, so
+clip activations (N, C, T, H, W) give (N, T, H, W) and token grids work as images. SMOE Scale and the
+other statistics of the FastCAM paper
 (arXiv 1911.11293, LLNL/fastcam) are computed over the channel axis at each location.
 """
 
