@@ -18,6 +18,7 @@ __all__ = [
     "MethodInfo",
     "NORMS",
     "STATISTICS",
+    "SUBSTRATES",
     "VIEWS",
     "VIEW_FIELDS",
     "WEIGHT_PRESETS",
@@ -91,6 +92,8 @@ CAMS = ("gradcampp", "gradcam")
 NORMS = ("gauss", "gamma", "range")
 STATISTICS = ("smoe", "mean", "std", "max", "entropy")
 WEIGHT_PRESETS = ("equal", "linear", "prior")
+# what `rtsal eval` replaces removed pixels by (deletion/insertion substrates, --baseline)
+SUBSTRATES = ("blur", "black", "mean", "noise")
 CMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "bone")
 
 # Each view and the result maps it draws: only those are smoothed, copied to the host and resized.

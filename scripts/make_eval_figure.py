@@ -58,7 +58,7 @@ def draw_curves(args: argparse.Namespace) -> int:
     """Mean curves of the chosen rows of an eval report, through ``rtsal eval``'s own plot."""
     import json
 
-    from rtsal.commands.eval import plot_curves
+    from rtsal.eval.report import plot_curves
 
     report = json.loads(Path(args.curves).read_text())
     rows = [r for r in args.rows.split(",") if r in report["methods"]]

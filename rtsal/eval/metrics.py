@@ -2,9 +2,12 @@
 
 - **Deletion / insertion curves** (Petsiuk et al., RISE, 2018): replace the most salient pixels first by a
   baseline (deletion) or reveal them first over the baseline (insertion), in equal steps of the pixel count,
-  and record the probability of the class the model predicted on the intact image. The baseline is a blurred
-  copy of the image, so removing pixels removes detail without adding edges. Area under each curve over the
-  removed/revealed fraction in [0, 1]: deletion low and insertion high is better.
+  and record the probability of the class the model predicted on the intact image. The baseline (substrate,
+  :func:`make_baseline`) is a blurred copy of the image by default, so removing pixels removes detail without
+  adding edges; black, the image's mean colour and uniform noise are the others. Area under each curve over
+  the removed/revealed fraction in [0, 1]: deletion low and insertion high is better.
+- **Normalised curves** (:func:`normalise_curve`): each curve divided by the intact image's probability and
+  clipped to [0, 1], so an image the model is unsure of weighs as much as one it is sure of.
 - **Average drop / increase in confidence** (Chattopadhyay et al., Grad-CAM++, 2018): keep only the salient
   region, ``kept = baseline + map * (image - baseline)`` (with a black baseline this is the paper's
   ``map * image``), and compare the class probability with the intact image's: drop ``max(0, y - o) / y``
@@ -14,6 +17,7 @@
 Every function takes a ``model``: any callable from a preprocessed batch (B, 3, h, w) to logits (B, classes).
 Images are preprocessed float tensors, maps are (h, w) at the same resolution, higher = more salient.
 Ties in a map are broken in a seeded random order, so flat regions are not removed in raster order.
+Intervals and paired differences over images are in :mod:`rtsal.eval.stats`.
 """
 
 from __future__ import annotations
@@ -26,41 +30,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rtsal.names import SUBSTRATES
+
 Model = Callable[[Tensor], Tensor]  # (B, 3, h, w) -> logits (B, classes)
 
+__all__ = [
+    "BLUR_SIGMA",
+    "SUBSTRATES",
+    "Curves",
+    "Scores",
+    "auc",
+    "blur_baseline",
+    "centre_map",
+    "class_probability",
+    "confidence_change",
+    "deletion_insertion",
+    "gaussian_blur",
+    "keep_salient",
+    "make_baseline",
+    "normalise_curve",
+    "pixel_counts",
+    "pointing_hit",
+    "random_map",
+    "saliency_rank",
+    "score_maps",
+]
+
 BLUR_SIGMA = 0.05  # baseline blur: Gaussian sigma as a fraction of the image's shorter side (11 px at 224)
-T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)  # Student's t, 97.5% quantile, 1..30 degrees of freedom
 
 
 # -- baselines for the perturbations -------------------------------------------------------------------------
@@ -88,6 +84,41 @@ def blur_baseline(x: Tensor, sigma: float | None = None) -> Tensor:
     if sigma is None:
         sigma = BLUR_SIGMA * min(x.shape[-2:])
     return gaussian_blur(x, sigma)
+
+
+def make_baseline(
+    x: Tensor,
+    kind: str = "blur",
+    *,
+    mean: Sequence[float] = (0.0, 0.0, 0.0),
+    std: Sequence[float] = (1.0, 1.0, 1.0),
+    sigma: float | None = None,
+    seed: int = 0,
+) -> Tensor:
+    """The substrate removed pixels are replaced by, for a preprocessed image ``x`` (N, 3, h, w).
+
+    ``mean``/``std`` are the model's preprocessing (``x = (rgb - mean) / std`` with rgb in [0, 1]), so the
+    substrates are defined on the photo:
+
+    - ``blur``: a Gaussian-blurred copy (``sigma`` pixels, default ``BLUR_SIGMA`` x the short side): detail
+      goes, colours and layout stay, no new edges;
+    - ``black``: rgb = 0 everywhere (the RISE deletion substrate, Grad-CAM++'s ``map * image``);
+    - ``mean``: every pixel the image's own mean colour (a flat grey-ish card);
+    - ``noise``: uniform rgb noise in [0, 1], seeded (new high-frequency detail everywhere).
+    """
+    if kind == "blur":
+        return blur_baseline(x, sigma)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if kind == "black":
+        return ((0.0 - m) / s).expand_as(x).clone()
+    if kind == "mean":
+        return x.mean(dim=(-2, -1), keepdim=True).expand_as(x).clone()
+    if kind == "noise":
+        g = torch.Generator().manual_seed(int(seed))
+        rgb = torch.rand(x.shape, generator=g, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+        return (rgb - m) / s
+    raise ValueError(f"baseline must be one of {', '.join(SUBSTRATES)}, got {kind!r}")
 
 
 # -- reference maps -----------------------------------------------------------------------------------------
@@ -204,8 +235,22 @@ def deletion_insertion(
 
 
 def auc(curve: Tensor) -> Tensor:
-    """Area under curves sampled at equal steps over [0, 1] (trapezoid rule). (..., S+1) -> (...)."""
+    """Area under curves sampled at equal steps over [0, 1] (trapezoid rule). (..., S+1) -> (...).
+
+    Equal to the RISE reference formula ``(sum(a) - a[0]/2 - a[N-1]/2) / (N - 1)`` for N points."""
     return torch.trapezoid(curve, dx=1.0 / (curve.shape[-1] - 1), dim=-1)
+
+
+def normalise_curve(curve: Tensor, p_image: Tensor | float) -> Tensor:
+    """A curve relative to the intact image, ``clip(p / p_image, 0, 1)``: (..., S+1), (...) -> (..., S+1).
+
+    Each image then weighs the same whatever the model's confidence in it (a 5% frame and a 95% photo both
+    start deletion at 1); clipping at 1 keeps an image whose probability rises above the intact one's from
+    outweighing the rest, as in the literature's normalised deletion/insertion and average drop."""
+    p = torch.as_tensor(p_image, dtype=curve.dtype, device=curve.device)
+    if p.dim():
+        p = p.unsqueeze(-1)
+    return (curve / p.clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
 # -- keep only the salient region ---------------------------------------------------------------------------
@@ -232,6 +277,72 @@ def confidence_change(
     return drop, (o > y).float()
 
 
+# -- every measure at once ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scores:
+    """Every measure of M maps of one image, each (M,), plus the curves they come from.
+
+    Raw measures follow the class probability; normalised ones (``n_``) divide every probability by the
+    intact image's (clipped to [0, 1]), so every image weighs the same. ``drop`` is relative already (the
+    paper's); ``drop_abs`` is the same drop in probability. ``increase`` (o > y) is scale-free."""
+
+    p_image: float  # class probability on the intact image
+    curves: Curves
+    insertion: Tensor
+    deletion: Tensor
+    n_insertion: Tensor
+    n_deletion: Tensor
+    drop: Tensor  # max(0, y - o) / y
+    drop_abs: Tensor  # max(0, y - o)
+    increase: Tensor  # 1.0 where o > y
+
+    @property
+    def ins_minus_del(self) -> Tensor:
+        return self.insertion - self.deletion
+
+    @property
+    def n_ins_minus_del(self) -> Tensor:
+        return self.n_insertion - self.n_deletion
+
+
+def score_maps(
+    model: Model,
+    x: Tensor,
+    baseline: Tensor,
+    maps: Tensor,
+    target: int,
+    steps: int = 20,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> Scores:
+    """Deletion/insertion (raw and normalised) and average drop/increase of M maps (M, h, w) of one image."""
+    c = deletion_insertion(model, x, baseline, maps, target, steps, batch_size, seed)
+    p0 = c.deletion[0, 0]  # every deletion curve starts at the intact image
+    y = float(p0)
+    o = class_probability(
+        model,
+        keep_salient(
+            x.reshape(1, *x.shape[-3:]),
+            baseline.reshape(1, *baseline.shape[-3:]),
+            maps.reshape(-1, *maps.shape[-2:]),
+        ),
+        target,
+        batch_size,
+    )
+    drop_abs = (p0 - o).clamp_min(0)
+    return Scores(
+        p_image=y,
+        curves=c,
+        insertion=auc(c.insertion),
+        deletion=auc(c.deletion),
+        n_insertion=auc(normalise_curve(c.insertion, p0)),
+        n_deletion=auc(normalise_curve(c.deletion, p0)),
+        drop=drop_abs / p0.clamp_min(1e-12),
+        drop_abs=drop_abs,
+        increase=(o > p0).float(),
+    )
+
+
 # -- pointing -----------------------------------------------------------------------------------------------
 def pointing_hit(maps: Tensor, box: Sequence[float], tolerance: float = 0.0, seed: int = 0) -> Tensor:
     """Whether each map's peak (ties broken as in :func:`saliency_rank`) lies in ``box`` = (x0, y0, x1, y1)
@@ -243,25 +354,3 @@ def pointing_hit(maps: Tensor, box: Sequence[float], tolerance: float = 0.0, see
     x0, y0, x1, y1 = (float(v) for v in box)
     t = float(tolerance)
     return (px >= x0 - t) & (px <= x1 + t) & (py >= y0 - t) & (py <= y1 + t)
-
-
-# -- summaries ----------------------------------------------------------------------------------------------
-def t_quantile(df: int) -> float:
-    """Two-sided 95% Student's t quantile for ``df`` degrees of freedom (table to 30, then Cornish-Fisher)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
-    if df <= len(T975):
-        return T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def mean_ci(values: Sequence[float] | Tensor) -> tuple[float, float]:
-    """Mean and half-width of its 95% t-interval over the values (NaN half-width for fewer than two)."""
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
-    if v.numel() == 0:
-        return math.nan, math.nan
-    mean = float(v.mean())
-    if v.numel() < 2:
-        return mean, math.nan
-    return mean, t_quantile(v.numel() - 1) * float(v.std()) / math.sqrt(v.numel())
