@@ -43,6 +43,11 @@ class ActivationRecorder:
             self._wanted.setdefault(info.name, {})[info.call] = slot
         self._modules = {name: modules[name] for name in self._wanted}
 
+    def __deepcopy__(self, memo: dict) -> ActivationRecorder:
+        """A deep copy of a hooked model shares its recorder instead of copying it (its per-thread store
+        cannot be copied); ``engine.graph.clean_copy`` then strips the recorder's hooks from the copy."""
+        return self
+
     def __enter__(self) -> ActivationRecorder:
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._reset))
