@@ -193,7 +193,7 @@ class Explainer:
         input's (h, w) (what the frame layer uses: it resizes only the maps a view draws), or an explicit
         ``(H, W)``. ``method`` selects ``saliency`` for this call (default: the explainer's ``method``).
         """
-        if not self._recorder._handles:
+        if not self._recorder.attached:
             raise RuntimeError("this Explainer is closed")
         timings: dict[str, float] = {}
         t0 = _now(self.device)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +12,54 @@ from torch.utils.hooks import RemovableHandle
 from rtsal.types import LayerInfo
 
 
-class ActivationRecorder:
+class HookOwner:
+    """Owns the forward hooks it registers; the one hook owner of rtsal (the engine's recorder, the comparison
+    methods' layer taps and guided ReLUs all are one).
+
+    A subclass registers its hooks in :meth:`attach` through :meth:`hook` / :meth:`pre_hook`. Entering the
+    context attaches them (and removes what was attached if that fails); :meth:`close` (also on exit, on
+    error) removes every handle. Nothing is left to ``__del__``.
+    """
+
+    def __init__(self) -> None:
+        self._handles: list[RemovableHandle] = []
+
+    @property
+    def attached(self) -> bool:
+        """True while the hooks are registered."""
+        return bool(self._handles)
+
+    def attach(self) -> None:
+        """Register the hooks (subclasses)."""
+        raise NotImplementedError
+
+    def hook(self, module: nn.Module, fn: Callable[..., object]) -> None:
+        """A forward hook on ``module``, owned here."""
+        self._handles.append(module.register_forward_hook(fn))
+
+    def pre_hook(self, module: nn.Module, fn: Callable[..., object]) -> None:
+        """A forward pre-hook on ``module``, owned here."""
+        self._handles.append(module.register_forward_pre_hook(fn))
+
+    def __enter__(self) -> HookOwner:
+        try:
+            self.attach()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook registered here."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+class ActivationRecorder(HookOwner):
     """Context manager that records the outputs of ``layers`` in every forward pass of ``model``.
 
     Hooks are registered on enter and removed on exit, also when an exception escapes. Recorded tensors are
@@ -29,11 +76,11 @@ class ActivationRecorder:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], grad_layer: int | None = None) -> None:
+        super().__init__()
         self.model = model
         self.layers = list(layers)
         self.grad_layer = grad_layer
         self.track_grad = False
-        self._handles: list[RemovableHandle] = []
         self._local = threading.local()  # .counts, .store: this thread's forward pass
         modules = dict(model.named_modules())
         self._wanted: dict[str, dict[int, int]] = {}  # module name -> {call number: slot}
@@ -48,24 +95,14 @@ class ActivationRecorder:
         cannot be copied); ``engine.graph.clean_copy`` then strips the recorder's hooks from the copy."""
         return self
 
-    def __enter__(self) -> ActivationRecorder:
-        try:
-            self._handles.append(self.model.register_forward_pre_hook(self._reset))
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._make_hook(name)))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def attach(self) -> None:
+        self.pre_hook(self.model, self._reset)
+        for name, module in self._modules.items():
+            self.hook(module, self._make_hook(name))
 
     def close(self) -> None:
         """Remove every hook and drop what was recorded."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        super().close()
         self._local = threading.local()
 
     def _reset(self, module: nn.Module, args: object) -> None:

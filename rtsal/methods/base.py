@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.engine.explainer import OutputSize, prepare_input
+from rtsal.engine.hooks import HookOwner
 from rtsal.engine.probe import parse_layer
 from rtsal.engine.saliency.combine import upsample
 from rtsal.engine.saliency.norm import range_norm
@@ -47,7 +48,7 @@ def resolve_layer(model: nn.Module, layer: str | LayerInfo | None, default: Laye
     return LayerInfo(name, call)
 
 
-class LayerTap:
+class LayerTap(HookOwner):
     """Context manager: a forward hook on one call of one module, removed on exit (also on error).
 
     On that call, ``fn(output)`` runs; whatever it returns (a tensor or None) replaces the output as a
@@ -58,27 +59,14 @@ class LayerTap:
         modules = dict(model.named_modules())
         if layer.name not in modules:
             raise UsageError(f"no module named {layer.name!r} in the model")
+        super().__init__()
         self.model, self.module, self.layer, self.fn = model, modules[layer.name], layer, fn
         self.calls = 0
         self.fired = 0
-        self._handles: list[Any] = []
 
-    def __enter__(self) -> LayerTap:
-        try:
-            self._handles.append(self.model.register_forward_pre_hook(self._reset))
-            self._handles.append(self.module.register_forward_hook(self._hook))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def attach(self) -> None:
+        self.pre_hook(self.model, self._reset)
+        self.hook(self.module, self._hook)
 
     def _reset(self, module: nn.Module, args: object) -> None:
         self.calls = 0
@@ -109,7 +97,7 @@ def engine_hooks_off(explainer: Explainer) -> Iterator[None]:
     """Take the explainer's recording hooks off its model for the duration (they switch grad mode on and
     record every pass, which the comparison methods' own passes must not trigger); put them back after."""
     recorder = explainer._recorder
-    if not recorder._handles:
+    if not recorder.attached:
         raise RuntimeError("this Explainer is closed")
     recorder.close()
     try:

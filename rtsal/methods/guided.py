@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.engine.explainer import resolve_targets
+from rtsal.engine.hooks import HookOwner
 from rtsal.engine.saliency.cam import gradcam
 from rtsal.engine.saliency.combine import upsample
 from rtsal.engine.saliency.norm import range_norm
@@ -28,32 +29,19 @@ if TYPE_CHECKING:
 GUIDED_MODULES = (nn.ReLU, nn.ReLU6)
 
 
-class GuidedReLUs:
+class GuidedReLUs(HookOwner):
     """Context manager: while on, each ReLU output of a forward pass with autograd gets a gradient hook
     that passes only positive gradients back, whenever :attr:`active` is true at backward time."""
 
     def __init__(self, model: nn.Module) -> None:
+        super().__init__()
         self.model = model
         self.active = True
-        self._handles: list = []
 
-    def __enter__(self) -> GuidedReLUs:
-        try:
-            for module in self.model.modules():
-                if isinstance(module, GUIDED_MODULES):
-                    self._handles.append(module.register_forward_hook(self._forward))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def attach(self) -> None:
+        for module in self.model.modules():
+            if isinstance(module, GUIDED_MODULES):
+                self.hook(module, self._forward)
 
     def _forward(self, module: nn.Module, args: object, out: Tensor) -> None:
         if isinstance(out, Tensor) and out.requires_grad:
