@@ -528,3 +528,21 @@ def test_an_output_never_replaces_the_weights_file(tmp_path, capsys, no_model):
                            "--model", "resnet18", "--weights", str(weights))
     assert code == 1 and "is the input file" in one_line_error(err, "image")
     assert weights.read_bytes() == before
+
+
+def test_progress_total_and_speed_ignore_implausible_headers():
+    from types import SimpleNamespace
+
+    from rtsal.frame.video_job import VideoSummary, expected_frames
+
+    honest = SimpleNamespace(frames=250, duration=10.0, fps=25.0, start=0.0)
+    assert expected_frames(honest) == 250
+    assert expected_frames(honest, start=2.0, end=4.0) == 50
+    lying = SimpleNamespace(frames=100_000_000, duration=10.0, fps=25.0, start=0.0)
+    assert expected_frames(lying) == 250  # the duration, not a count that promises 788 hours
+    bogus_rate = SimpleNamespace(frames=None, duration=10.0, fps=1e-6, start=0.0)
+    assert expected_frames(bogus_rate) is None  # no ETA rather than a wrong one
+    # the speed comes from the timestamps of the frames written; a bogus rate adds nothing to the span
+    summary = VideoSummary("o.mp4", frames=10, elapsed_s=2.0, span_s=0.4, width=8, height=8, codec="h264",
+                           audio_streams=0)
+    assert summary.realtime == pytest.approx(0.2) and "0.20x real time" in summary.line()

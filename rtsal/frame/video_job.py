@@ -103,6 +103,21 @@ class VideoSummary:
         )
 
 
+def expected_frames(info: Any, start: float | None = None, end: float | None = None) -> int | None:
+    """The number of frames to expect from a video's ``VideoInfo`` (for the progress bar's ETA), when the
+    container says it plausibly: a declared count only when the duration backs it, else duration x rate;
+    None when neither can be trusted (no ETA rather than a wrong one)."""
+    by_time = None
+    if info.duration and _plausible_rate(info.fps):
+        t0 = max(start or 0.0, info.start)
+        t1 = min(end if end is not None else float("inf"), info.start + info.duration)
+        by_time = max(1, int(round((t1 - t0) * info.fps)))
+    if info.frames and start is None and end is None:
+        if by_time is None or info.frames <= 2 * by_time + 10:  # a declared count the duration backs
+            return info.frames
+    return by_time
+
+
 def _plausible_rate(fps: float | None) -> bool:
     return fps is not None and math.isfinite(fps) and 1.0 <= fps <= 1000.0
 
@@ -267,17 +282,7 @@ class VideoJob:
 
     # -- outputs ------------------------------------------------------------------------------------------
     def _expected_frames(self) -> int | None:
-        """The number of frames to expect, when the container says it plausibly (else None: no ETA)."""
-        info, s = self.info, self.settings
-        by_time = None
-        if info.duration and _plausible_rate(info.fps):
-            t0 = max(s.start or 0.0, info.start)
-            t1 = min(s.end if s.end is not None else float("inf"), info.start + info.duration)
-            by_time = max(1, int(round((t1 - t0) * info.fps)))
-        if info.frames and s.start is None and s.end is None:
-            if by_time is None or info.frames <= 2 * by_time + 10:  # a declared count the duration backs
-                return info.frames
-        return by_time
+        return expected_frames(self.info, self.settings.start, self.settings.end)
 
     def _open_side_outputs(self, explainer: FrameExplainer) -> None:
         from tqdm import tqdm
