@@ -33,7 +33,7 @@ from rtsal.outputs import AtomicPath, sha256_file
 
 __all__ = ["Cache", "CacheEntry", "CacheError", "FORMAT", "default_cache_dir", "spec_key"]
 
-FORMAT = 1  # bump when the graph's inputs or outputs change
+FORMAT = 2  # bump when the graph's inputs or outputs change (2: per-scale maps at their own sizes)
 PACKAGE = ".pt2"
 RECORD = ".json"
 

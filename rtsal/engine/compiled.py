@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from rtsal.engine.cache import FORMAT, Cache
 from rtsal.engine.graph import ExplainGraph, GraphOutput, build_package, clean_copy, load_package
+from rtsal.engine.saliency.fastcam import fuse_maps
 
 __all__ = ["CompiledEngine", "weights_hash"]
 
@@ -335,7 +336,8 @@ def explain_graph(
     out = run(x, tgt)
     t2 = _now(ex.device)
     timings["forward"] = (t2 - t1) * 1e3
-    scales, smoe, cam, fused, nonclass = out.scales, out.smoe, out.cam, out.fused, out.nonclass
+    with torch.inference_mode():  # the step after the graph, as the eager engine runs it (OpenCV upsampling)
+        scales, smoe, cam, fused, nonclass = fuse_maps(out.maps, out.cam_small, out_size, ex._weights_t)
     labels = [[ex.class_names[i] for i in row] for row in out.top_i.tolist()]
     maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
     # ``method`` selects ``saliency`` for this call; its CAM is the graph's (the explainer checks)

@@ -2,11 +2,12 @@
 
 :class:`ExplainGraph` wraps a copy of the classifier whose scale-end outputs are recorded by its own
 :class:`~rtsal.engine.hooks.ActivationRecorder` (hooks run as plain Python while ``torch.export`` traces, so
-they end up inside the graph). Its forward returns, at the output size (H, W), by default the model's input
-size:
-logits, top-k probabilities and indices, the explained class, the per-scale stack, the combined SMOE map,
-the CAM, FastCAM and the non-class map. Only the closed-form CAM (global-average-pool -> linear head) is
-in the graph; a head that needs autograd is left to the eager engine.
+they end up inside the graph). Its forward returns logits, top-k probabilities and indices, the explained
+class, the raw CAM and the normalised per-scale maps, each at its own resolution; the engine then upsamples,
+combines and fuses them to the output size (``saliency.fastcam.fuse_maps``, OpenCV on the CPU), as the eager
+engine does: measured, that resampling inside the graph cost more than the whole eager saliency step. Only
+the closed-form CAM (global-average-pool -> linear head) is in the graph; a head that needs autograd is left
+to the eager engine.
 
 :func:`build_package` exports one such graph for one input shape and compiles it with AOTInductor into a
 ``.pt2`` package; :func:`load_package` loads it back as a callable ``(x, target) -> GraphOutput``.
@@ -26,25 +27,23 @@ from torch import Tensor, nn
 
 from rtsal.engine.hooks import ActivationRecorder
 from rtsal.engine.saliency.cam import cam_from_linear_head
-from rtsal.engine.saliency.combine import resize_bilinear
-from rtsal.engine.saliency.fastcam import fastcam_maps
+from rtsal.engine.saliency.fastcam import scale_maps
 from rtsal.types import LayerInfo
 
 __all__ = ["ExplainGraph", "GraphOutput", "build_package", "clean_copy", "load_package"]
 
 
 class GraphOutput(NamedTuple):
-    """What the graph returns for a batch of N images at the model's input size (h, w)."""
+    """What the graph returns for a batch of N images: the model's outputs and the per-scale maps at their own
+    resolutions. Upsampling, combination and fusion to the output size run after the graph, as in the eager
+    engine (OpenCV on the CPU: cheaper than the same resampling inside the compiled graph, measured)."""
 
     logits: Tensor  # (N, classes)
     top_p: Tensor  # (N, k) softmax probabilities, descending
     top_i: Tensor  # (N, k) class indices
     target: Tensor  # (N,) the class the CAM explains
-    scales: Tensor  # (N, L, h, w) normalised per-scale maps
-    smoe: Tensor  # (N, h, w) their weighted mean
-    cam: Tensor  # (N, h, w) range-normalised CAM
-    fused: Tensor  # (N, h, w) smoe * cam
-    nonclass: Tensor  # (N, h, w) smoe * (1 - cam)
+    cam_small: Tensor  # (N, h, w) raw CAM at the last scale
+    maps: tuple[Tensor, ...]  # L normalised per-scale maps (N, h_l, w_l)
 
 
 class ExplainGraph(nn.Module):
@@ -57,7 +56,8 @@ class ExplainGraph(nn.Module):
         head_weight: (classes, C) weight of the linear head after global average pooling.
         cam: ``gradcam`` or ``gradcampp``; statistic and norm: pure functions as in
             :mod:`rtsal.engine.saliency`.
-        out_size: (H, W) of the maps; the input's (h, w) when None.
+        out_size: (H, W) the maps are used at (part of the cache key; the graph returns them at their own
+            resolutions and the engine upsamples them after the call).
     """
 
     def __init__(
@@ -95,17 +95,15 @@ class ExplainGraph(nn.Module):
     def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
         """``x`` (N, 3, h, w) preprocessed; ``target`` (N,) long, a negative entry means "the top-1 class".
         Returns the fields of :class:`GraphOutput` as a plain tuple (what the exporter serialises)."""
-        size = self.out_size or (x.shape[2], x.shape[3])
         logits = self.model(x)
         acts = self.recorder.pop()
         tgt = torch.where(target < 0, logits.argmax(dim=1), target)
         last = torch.relu(acts[-1]) if self.cam_relu else acts[-1]
         cam_small = cam_from_linear_head(last, self.head_weight, tgt, self.cam)
-        m = fastcam_maps(acts, self.relu, cam_small, size, self.weights, self.statistic, self.norm,
-                         resize=resize_bilinear)
+        maps = scale_maps(acts, self.relu, self.statistic, self.norm)
         probs = torch.softmax(logits.float(), dim=1)
         top_p, top_i = probs.topk(self.topk, dim=1)
-        return (logits, top_p, top_i, tgt, m.scales, m.smoe, m.cam, m.fused, m.nonclass)
+        return (logits, top_p, top_i, tgt, cam_small, *maps)
 
 
 def clean_copy(model: nn.Module) -> nn.Module:
@@ -155,6 +153,7 @@ def load_package(path: Path) -> Callable[[Tensor, Tensor], GraphOutput]:
     runner = aoti_load_package(str(path))
 
     def run(x: Tensor, target: Tensor) -> GraphOutput:
-        return GraphOutput(*runner(x, target))
+        out = runner(x, target)
+        return GraphOutput(*out[:5], tuple(out[5:]))
 
     return run

@@ -51,7 +51,18 @@ def fastcam_maps(
     Clips: activations (N, C_l, t_l, h_l, w_l), ``cam_small`` (N, t, h, w), ``out_size`` (T, H, W); every
     map gains the time axis ((N, L, T, H, W), (N, T, H, W)) and is normalised per clip.
     """
-    maps = scale_maps(acts, relu, statistic, norm)
+    return fuse_maps(scale_maps(acts, relu, statistic, norm), cam_small, out_size, weights, resize)
+
+
+def fuse_maps(
+    maps: Sequence[Tensor],
+    cam_small: Tensor,
+    out_size: tuple[int, int],
+    weights: Tensor,
+    resize: Resize = upsample,
+) -> FastCamMaps:
+    """Normalised per-scale maps (L of (N, h_l, w_l)) and the raw CAM (N, h, w) -> every map at ``out_size``:
+    the weighted combination, the range-normalised CAM, FastCAM and the non-class map."""
     smoe, scales = combine_maps(maps, out_size, weights, resize)
     cam = range_norm(resize(cam_small, out_size))
     fused = smoe * cam
