@@ -339,19 +339,17 @@ def explain_graph(
     with torch.inference_mode():  # the step after the graph, as the eager engine runs it (OpenCV upsampling)
         scales, smoe, cam, fused, nonclass = fuse_maps(out.maps, out.cam_small, out_size, ex._weights_t)
     labels = [[ex.class_names[i] for i in row] for row in out.top_i.tolist()]
-    maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
     # ``method`` selects ``saliency`` for this call; its CAM is the graph's (the explainer checks)
-    result = SaliencyResult(
+    result = SaliencyResult.of_engine(
+        method,
+        fused=fused,
+        smoe=smoe,
+        nonclass=nonclass,
+        cam=cam,
         logits=out.logits,
         topk=TopK(out.top_i, out.top_p, labels),
         target=out.target,
-        saliency=maps[method],
-        method=method,
         scales=scales,
-        smoe=smoe,
-        cam=cam,
-        fused=fused,
-        nonclass=nonclass,
         layers=tuple(i.label for i in ex.layers),
         timings=timings,
         engine="compiled",

@@ -263,18 +263,16 @@ class Explainer:
             probs = torch.softmax(logits.detach().float(), dim=1)
             top_p, top_i = probs.topk(self.topk, dim=1)
             labels = [[self.class_names[i] for i in row] for row in top_i.tolist()]
-        maps = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
-        return SaliencyResult(
+        return SaliencyResult.of_engine(
+            method,
+            fused=fused,
+            smoe=smoe,
+            nonclass=nonclass,
+            cam=cam,
             logits=logits.detach(),
             topk=TopK(top_i, top_p, labels),
             target=tgt,
-            saliency=maps[method],
-            method=method,
             scales=scales,
-            smoe=smoe,
-            cam=cam,
-            fused=fused,
-            nonclass=nonclass,
             layers=tuple(i.label for i in self.layers),
         )
 

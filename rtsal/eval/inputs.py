@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtsal.errors import UsageError, VideoIOError
-from rtsal.io.images import IMAGE_SUFFIXES, read_rgb
+from rtsal.io.images import IMAGE_SUFFIXES, expand_images, read_rgb
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,21 +54,9 @@ def default_inputs() -> list[Path]:
 
 def expand_inputs(paths: Iterable[str | Path], *, videos: bool = True) -> list[Path]:
     """Files as given, folders expanded to the photos (and, with ``videos``, the clips) inside them."""
-    wanted = IMAGE_SUFFIXES | (VIDEO_SUFFIXES if videos else set())
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in wanted and q.is_file())
-            if not found:
-                kinds = "image or video" if videos else "image"
-                raise VideoIOError(f"no {kinds} files in directory {p}")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise VideoIOError(f"no such file: {p}")
-    return out
+    if not videos:
+        return expand_images(paths)
+    return expand_images(paths, IMAGE_SUFFIXES | VIDEO_SUFFIXES, kind="image or video")
 
 
 def _frames(path: Path, every: int) -> Iterator[Sample]:

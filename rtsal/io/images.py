@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,15 +20,18 @@ __all__ = ["IMAGE_SUFFIXES", "expand_images", "read_rgb", "write_rgb"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def expand_images(paths: list[str]) -> list[Path]:
+def expand_images(
+    paths: Iterable[str | Path], suffixes: Collection[str] | None = None, kind: str = "image"
+) -> list[Path]:
     """Files as given, directories expanded to the image files inside (sorted, not recursive)."""
     out: list[Path] = []
+    wanted = IMAGE_SUFFIXES if suffixes is None else suffixes
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in wanted and q.is_file())
             if not found:
-                raise VideoIOError(f"no image files in directory {p}")
+                raise VideoIOError(f"no {kind} files in directory {p}")
             out.extend(found)
         elif p.is_file():
             out.append(p)
