@@ -15,8 +15,10 @@ the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph
   hook-free copy instead; ``torch.export`` patches module calls process-wide while it traces, so the eager
   engine waits on :attr:`CompiledEngine.exclusive` for those few seconds (measured: without the lock the
   serving thread's forward is caught by the tracer and fails).
-- Anything that fails (no C++ compiler, an op the exporter rejects, a head that needs autograd, an unsafe
-  cache folder) is reported once on stderr and that Explainer keeps the eager engine.
+- Anything that fails (no C++ compiler, an op the exporter rejects, a head whose gradient cannot be
+  separated from the trunk, an unsafe cache folder) is reported once on stderr and that Explainer keeps the
+  eager engine. Heads without a closed-form CAM have their gradient traced into the graph
+  (:func:`rtsal.engine.graph.trace_head_grad`).
 
 ``engine_label`` says which engine drew a result: ``compiled``, ``eager``, ``eager (compiling)`` or
 ``eager (fallback)``.
@@ -89,8 +91,6 @@ class CompiledEngine:
         self.build_seconds: dict[tuple[int, ...], float] = {}
         self.source: dict[tuple[int, ...], str] = {}  # key -> "cache" | "built" | "child"
         self.reason: str | None = None
-        if not explainer.closed_form:
-            self._fail("the CAM of this model needs the head's gradient, which the graph does not hold yet")
         self._weights = weights_hash(explainer.model) if self.reason is None else ""
 
     # -- what the explainer asks ----------------------------------------------------------------------------
@@ -157,6 +157,7 @@ class CompiledEngine:
             "channels_last": ex.channels_last,
             "method": ex.method,
             "cam": ex.cam_name,
+            "head": "linear" if ex.closed_form else "gradient",  # closed-form CAM or the traced gradient
             "norm": ex.norm_name,
             "statistic": ex.statistic,
             "graph_statistic": GRAPH_STATISTIC.get(ex.statistic, ex.statistic),
@@ -274,7 +275,7 @@ def make_graph(ex: Any, model: nn.Module, out_size: tuple[int, int] | None = Non
         ex.layers,
         ex._relu,
         ex._weights_t,
-        ex._head_weight,
+        ex._head_weight if ex.closed_form else None,
         ex.cam_name,
         stat,
         NORMS[ex.norm_name],
