@@ -169,8 +169,13 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
         def forward_compiled():
             plain_run(x)
 
+        graph_ms: list[float] = []  # the graph call and the step after it (fuse_maps, result), per call
+        after_ms: list[float] = []
+
         def explain_compiled():
-            cx.explain(x)
+            t = cx.explain(x).timings
+            graph_ms.append(t["forward"])
+            after_ms.append(t["saliency"])
 
         fns.update(forward_compiled=forward_compiled, explain_compiled=explain_compiled)
         w = str(weights_file) if weights_file else weights
@@ -197,6 +202,8 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
         t = time.perf_counter()
         ex.saliency(logits, acts, out_size)
         saliency_ms.append((time.perf_counter() - t) * 1e3)
+    if compile and not ex.closed_form:
+        extra["head_grad_eager_ms"] = head_grad_eager_ms(ex, x, max(20, iters * 2))
     ex.close()
     med = {k: summary(v) for k, v in times.items()}
     fwd, exp, sal = med["forward"], med["explain"], summary(saliency_ms)
@@ -225,9 +232,29 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
             compiled_explain_over_compiled_forward=ec["median"] / fc["median"],
             compiled_explain_over_eager_forward=ec["median"] / fwd["median"],
             compiled_forward_speedup=fwd["median"] / fc["median"],
+            compiled_graph_ms=summary(graph_ms),
+            compiled_after_graph_ms=summary(after_ms),
             **extra,
         )
     return row
+
+
+def head_grad_eager_ms(ex: Explainer, x: torch.Tensor, iters: int) -> dict[str, float]:
+    """What the head's gradient costs when run eagerly after the graph instead of inside it: the traced
+    head-gradient graph ``(a, target) -> g`` (the one the compiled engine compiles in) called op by op."""
+    from rtsal.engine.graph import clean_copy, trace_head_grad
+
+    model = clean_copy(ex.model)
+    head = trace_head_grad(model, ex.layers[-1], x)
+    logits, acts = ex.forward(x)
+    a, t = acts[-1].detach(), logits.detach().argmax(dim=1)
+    ms = []
+    with torch.inference_mode():
+        for _ in range(iters + 2):
+            t0 = time.perf_counter()
+            head(a, t)
+            ms.append((time.perf_counter() - t0) * 1e3)
+    return summary(ms[2:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + "---|" * 12)
     for r in rows:
-        cam = "closed form" if r["closed_form_cam"] else "head autograd"
+        cam = "closed form" if r["closed_form_cam"] else "head gradient"
         line = (
             f"| {r['model']} | {cam}"
             f" | {r['forward_ms']['median']:.2f} ({r['forward_ms']['iqr']:.2f})"
@@ -290,6 +317,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             line += " | | | | | | |"
         print(line)
+    if any("compiled_graph_ms" in r for r in rows):
+        print("\n| model | compiled forward ms | graph call ms | after the graph ms | compiled explain ms "
+              "| head gradient run eagerly ms |")
+        print("|" + "---|" * 6)
+        for r in rows:
+            if "compiled_graph_ms" not in r:
+                continue
+            hg = r.get("head_grad_eager_ms")
+            hg_text = f"{hg['median']:.2f}" if hg else ""
+            print(f"| {r['model']} | {r['forward_compiled_ms']['median']:.2f}"
+                  f" | {r['compiled_graph_ms']['median']:.2f} | {r['compiled_after_graph_ms']['median']:.2f}"
+                  f" | {r['explain_compiled_ms']['median']:.2f} | {hg_text} |")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -223,13 +223,6 @@ def test_compiler_failure_falls_back_with_one_line(tmp_path, monkeypatch, capsys
     assert list((tmp_path / "c").iterdir()) == []  # no half-written entry left behind
 
 
-def test_head_gradient_models_run_eager(tmp_path, capsys):
-    with Explainer("mobilenet_v3_small", weights=None, size=SIZE, compile=True, cache_dir=tmp_path) as ex:
-        assert not ex.closed_form
-        assert ex.explain(torch.zeros(1, 3, *SIZE)).engine == "eager (fallback)"
-    assert "head's gradient" in capsys.readouterr().err
-
-
 def test_unsafe_cache_folder_is_refused(tmp_path, capsys):
     folder = tmp_path / "open"
     folder.mkdir()
