@@ -235,6 +235,10 @@ def test_webcam_source_no_window_record_and_stats(clip, tmp_path, capsys):
     assert (stats["captured"], stats["processed"], stats["rendered"], stats["dropped"]) == (12, 12, 12, 0)
     assert stats["forward_ms"] > 0 and stats["saliency_overhead_pct"] > 0
     assert set(stats["stage_ms"]) == {"capture", "infer", "render"} and stats["live"] is False
+    assert sum(stats["engines"].values()) == 12  # frames per engine (compiled, eager, eager (compiling))
+    start = stats["startup_s"]  # seconds since the process started
+    assert 0 < start["model_loaded_s"] <= start["first_frame_s"]
+    assert start["first_compiled_s"] is None or start["first_compiled_s"] >= start["first_frame_s"]
     printed = capsys.readouterr().out
     assert "webcam: 12 frames" in printed and "recorded 12 frames" in printed
 

@@ -150,7 +150,7 @@ def load_package(path: Path) -> Callable[[Tensor, Tensor], GraphOutput]:
     """Load a package written by :func:`build_package`: a callable ``(x, target) -> GraphOutput``.
 
     The package's C++ loader is used directly: ``torch._inductor.aoti_load_package`` wraps the same loader
-    but importing ``torch._inductor`` costs seconds of start-up (it imports ``torch._dynamo``), and the graph's
+    but importing ``torch._inductor`` costs seconds of start-up (it imports ``torch._dynamo``); the graph's
     inputs and outputs are flat tensors already."""
     loader_cls = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
     if loader_cls is None:  # a torch without the C++ loader binding: the public, slower-to-import path
