@@ -146,3 +146,22 @@ def test_weights_file_through_cli(tmp_path, capsys):
         ]
     )
     assert rc == 0 and (tmp_path / "o" / "coffee.png").is_file()
+
+
+def test_random_weights_are_the_same_model_on_every_run():
+    """`--weights none` seeds the random init: two runs (and every batch worker) explain with one model."""
+    from rtsal.cli import build_parser
+    from rtsal.commands.common import make_explainer
+
+    argv = ["image", "x.jpg", "-o", "out", "--model", "resnet18", "--weights", "none", "--size", "64"]
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(123)  # whatever the caller's generator holds
+    first = make_explainer(args)
+    torch.rand(7)
+    second = make_explainer(args)
+    try:
+        a, b = first.model.state_dict(), second.model.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    finally:
+        first.close()
+        second.close()
