@@ -319,6 +319,8 @@ def test_hud_numbers_and_drawing():
     assert "24.5 fps" in text and "latency 61 ms" in text and "dropped 7" in text
     assert "forward 40.0 ms" in text and "saliency 1.2 ms (+3.0%)" in text
     assert "fastcam [forward only]" in text
+    graph = HudInfo(**{**info.__dict__, "engine": "compiled"}).lines()  # forward and maps are one graph
+    assert graph[1] == "forward+maps 40.0 ms  after 1.2 ms" and "compiled" in graph[2]
     image = np.full((240, 320, 3), 128, np.uint8)
     calm = Hud().annotate(image, info)
     assert (image == 128).all()  # drawn on a copy
