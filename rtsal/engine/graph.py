@@ -285,13 +285,27 @@ def build_package(
 
 
 def load_package(path: Path) -> Callable[[Tensor, Tensor], GraphOutput]:
-    """Load a package written by :func:`build_package`: a callable ``(x, target) -> GraphOutput``."""
-    from torch._inductor import aoti_load_package
+    """Load a package written by :func:`build_package`: a callable ``(x, target) -> GraphOutput``.
 
-    runner = aoti_load_package(str(path))
+    The package's C++ loader is used directly: ``torch._inductor.aoti_load_package`` wraps the same loader
+    but importing ``torch._inductor`` costs seconds of start-up (it imports ``torch._dynamo``); the graph's
+    inputs and outputs are flat tensors already."""
+    loader_cls = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_cls is None:  # a torch without the C++ loader binding: the public, slower-to-import path
+        from torch._inductor import aoti_load_package
+
+        runner = aoti_load_package(str(path))
+
+        def call(x: Tensor, target: Tensor) -> list[Tensor]:
+            return list(runner(x, target))
+    else:
+        loader = loader_cls(str(path), "model", False, 1, -1)
+
+        def call(x: Tensor, target: Tensor) -> list[Tensor]:
+            return loader.boxed_run([x, target])
 
     def run(x: Tensor, target: Tensor) -> GraphOutput:
-        out = runner(x, target)
+        out = call(x, target)
         return GraphOutput(*out[:5], tuple(out[5:]))
 
     return run
