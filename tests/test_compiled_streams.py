@@ -238,3 +238,30 @@ def test_two_threads_on_one_compiled_explainer_match_serial_calls(detached, cach
         ex.close()
     with pytest.raises(RuntimeError, match="closed"):
         run(torch.zeros(1, 3, *SIZE), torch.full((1,), -1, dtype=torch.long))
+
+
+@pytest.mark.slow
+def test_bench_gives_compiled_rows_next_to_the_eager_ones(detached, cache_dir, tmp_path, capsys, monkeypatch):
+    """``rtsal bench --compile``: rows ``fastcam (compiled)`` and ``smoe (compiled)`` on the same (seeded,
+    random) weights, timed after the graph is loaded (here from the module's cache entry), the build/load time
+    in a note and the JSON."""
+    import torch
+
+    from rtsal.cli import main
+
+    detached[1][0].wait(120)
+    monkeypatch.setenv("RTSAL_CACHE_DIR", str(cache_dir))
+    out = tmp_path / "bench.json"
+    torch.manual_seed(0)  # the explainer bench builds first gets the module's weights: its cache entry
+    rc = main(["bench", "--model", "resnet18", "--weights", "none", "--size", str(SIZE[0]), "--compile",
+               "--no-peers", "--only", "fastcam,smoe", "--iters", "2", "--warmup", "0", "--budget", "2",
+               "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    methods = [r["method"] for r in data["rows"]]
+    assert methods == ["fastcam", "smoe", "fastcam (compiled)", "smoe (compiled)"]
+    assert all(r["library"] == "rtsal" and r["median_ms"] > 0 for r in data["rows"])
+    assert "fastcam (compiled)" in text and "compiled graph loaded from the cache" in text
+    assert any("compiled graph" in n for n in data["environment"]["notes"])
+    assert data["settings"]["compile"] is True
