@@ -38,7 +38,7 @@ __all__ = ["Cache", "CacheEntry", "CacheError", "FORMAT", "default_cache_dir", "
 FORMAT = 2  # bump when the graph's inputs or outputs change (2: per-scale maps at their own sizes)
 PACKAGE = ".pt2"
 RECORD = ".json"
-LOCK = ".lock"  # KEY.lock: held (flock) by the process building KEY
+LOCK = ".lock"  # KEY.lock: held (flock) by the process building KEY, removed when it is done
 
 
 class CacheError(RtsalError):
@@ -141,8 +141,8 @@ class Cache:
         its checksum is recorded and both files are moved into place atomically. Returns the package.
 
         One build per key at a time across processes: the build holds ``KEY.lock`` (``flock``, released by
-        the kernel if the process dies); a second process waits for it and returns the entry it wrote
-        instead of building the same graph again."""
+        the kernel if the process dies; the file is removed when the build is done); a second process waits
+        for it and returns the entry it wrote instead of building the same graph again."""
         self.ensure()
         key = spec_key(spec)
         with self.build_lock(key):
@@ -159,11 +159,22 @@ class Cache:
         except ImportError:  # not POSIX: two processes may build the same key (the writes stay atomic)
             yield
             return
-        fd = os.open(self.root / f"{key}{LOCK}", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
+        path = self.root / f"{key}{LOCK}"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # the holder before us removes the file on release: lock the file that is there now
+                here, now = os.fstat(fd), os.stat(path)
+                if (here.st_ino, here.st_dev) == (now.st_ino, now.st_dev):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
             yield
         finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # still holding it: nothing is left in the folder once the build is done
             os.close(fd)  # releases the lock
 
     def building(self, key: str) -> bool:
