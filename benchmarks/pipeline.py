@@ -323,6 +323,12 @@ def measure(a: argparse.Namespace, compiled: bool, cores: int, clip: Path, image
             }
     finally:
         runner.close()
+    if "soak" in result:  # every thread the runs started has ended (pipeline stages, builders)
+        import threading
+
+        time.sleep(0.5)
+        result["soak"]["threads_after_exit"] = sorted(
+            t.name for t in threading.enumerate() if t is not threading.main_thread())
     return result
 
 
@@ -437,7 +443,8 @@ def print_table(r: dict) -> None:
         print(f"\nsoak: {s['frames']} frames at {s['fps']:.1f} fps; "
               f"resident memory {s['rss_warm_mb']:.0f} MB after warm-up -> {s['rss_last_mb']:.0f} MB "
               f"at the end ({s['growth_pct']:+.2f}%), "
-              f"peak {s['rss_peak_mb']:.0f} MB ({s['peak_over_warm_pct']:+.2f}%)")
+              f"peak {s['rss_peak_mb']:.0f} MB ({s['peak_over_warm_pct']:+.2f}%); threads left after the "
+              f"runs: {len(s.get('threads_after_exit', []))} {s.get('threads_after_exit', '')}")
 
 
 def print_side_by_side(eager: dict, comp: dict) -> None:

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rtsal import __version__
 from rtsal.errors import Interrupted, RtsalError, UsageError
@@ -19,8 +20,16 @@ from rtsal.errors import Interrupted, RtsalError, UsageError
 COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "batch", "bench", "export", "cache")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a bad argument reported as one line (and a pointer to ``--help``), exit 2, instead of
+    the whole usage block before it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rtsal",
         description="Real-time saliency overlays for PyTorch image classifiers (FastCAM: one forward pass).",
     )

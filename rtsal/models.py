@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -72,11 +73,14 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+@functools.cache
 def imagenet_classes() -> tuple[str, ...]:
-    """The 1000 ImageNet class names, in torchvision's order (no download)."""
-    from torchvision.models import ResNet18_Weights
+    """The 1000 ImageNet class names, in torchvision's order (no download).
 
-    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    Read from ``rtsal/data/imagenet_classes.txt`` (torchvision's list, checked by the tests): importing
+    torchvision for them cost a second or more of start-up (it imports ``torch._dynamo``)."""
+    text = (Path(__file__).parent / "data" / "imagenet_classes.txt").read_text(encoding="utf-8")
+    return tuple(text.splitlines())
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -172,3 +172,21 @@ def rss_mb() -> float:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+_IMPORTED = time.time()  # the fallback launch time: when rtsal's telemetry was first imported
+
+
+def seconds_since_launch() -> float:
+    """Seconds since this process started: Linux ``/proc`` (interpreter start-up included), else since rtsal
+    was imported (a few tens of milliseconds later)."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time in clock ticks
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time() - _IMPORTED

@@ -329,3 +329,55 @@ def test_hud_says_which_engine_drew_the_frame():
     assert "compiling" in HudInfo(**base, engine="eager (compiling)").lines()[2]
     assert "compiled" in HudInfo(**base, engine="compiled").lines()[2]
     assert HudInfo(**base).lines()[2] == "fastcam [1 forward]"
+
+
+TINY = """
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+torch.manual_seed(0)
+model = Tiny().eval()
+"""
+
+WARM = TINY + """
+import sys
+import numpy as np
+from rtsal.engine.explainer import Explainer
+with Explainer(model, size=32, compile=True, cache_dir=sys.argv[1]) as ex:
+    r = ex.explain(np.zeros((40, 40, 3), np.uint8))
+print(r.engine, ex._compiled.source, sorted(m for m in ("torch._inductor", "torchvision", "torch._dynamo")
+                                            if m in sys.modules))
+"""
+
+
+@pytest.mark.slow
+def test_a_warm_start_loads_the_graph_without_importing_the_compiler(tmp_path):
+    """Loading a cached graph needs neither torch._inductor nor torchvision (each costs seconds of start-up,
+    measured); a second process finds the entry the first one wrote."""
+    import subprocess
+    import sys
+
+    ns: dict = {"__name__": "tinynet"}
+    exec(TINY, ns)
+    with Explainer(ns["model"], size=32, compile=True, cache_dir=tmp_path) as ex:
+        assert ex.explain(np.zeros((40, 40, 3), np.uint8)).engine == "compiled"
+    code = WARM.replace("import torch\n", "import torch\n__name__ = 'tinynet'\n", 1)
+    cmd = [sys.executable, "-c", code, str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-800:]
+    assert out.stdout.split()[0] == "compiled"
+    assert "'cache'" in out.stdout and out.stdout.rstrip().endswith("[]"), out.stdout

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -33,8 +35,20 @@ def test_registry_has_the_promised_models():
 
 
 def test_imagenet_class_names_offline():
+    from torchvision.models import ResNet18_Weights
+
     classes = imagenet_classes()
     assert len(classes) == 1000 and classes[967] == "espresso"
+    assert classes == tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def test_the_default_model_starts_without_torchvision():
+    """torchvision imports torch._dynamo (seconds of start-up); the embedded Lite0 needs none of it."""
+    code = ("import sys; from rtsal.engine.explainer import Explainer; Explainer('efficientnet-lite0'); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "False"
 
 
 def test_unknown_model_is_a_usage_error():

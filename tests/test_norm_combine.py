@@ -89,6 +89,20 @@ def test_combine_is_weighted_mean_of_upsampled_maps():
     assert torch.allclose(combined, (up + 3.0 * b) / 4.0)
 
 
+
+def test_combine_opencv_path_equals_the_traceable_one_for_batches():
+    from rtsal.engine.saliency.combine import resize_bilinear
+
+    g = torch.Generator().manual_seed(1)
+    maps = [torch.rand(3, *hw, generator=g) for hw in ((7, 7), (14, 9), (20, 30))]
+    w = torch.tensor([0.2, 0.3, 0.5])
+    fast, stack = combine_maps(maps, (20, 30), w)  # OpenCV into one buffer, weighted mean as a matmul
+    ref, ref_stack = combine_maps(maps, (20, 30), w, resize=resize_bilinear)  # F.interpolate, stack, sum
+    assert stack.shape == (3, 3, 20, 30) and fast.shape == (3, 20, 30)
+    assert torch.equal(stack[:, 2], maps[2])  # a map already at the output size is copied as it is
+    assert torch.allclose(stack, ref_stack, atol=1e-5)
+    assert torch.allclose(fast, ref, atol=1e-5)
+
 def hue_of(bgr: torch.Tensor) -> float:
     import cv2
 

@@ -235,6 +235,10 @@ def test_webcam_source_no_window_record_and_stats(clip, tmp_path, capsys):
     assert (stats["captured"], stats["processed"], stats["rendered"], stats["dropped"]) == (12, 12, 12, 0)
     assert stats["forward_ms"] > 0 and stats["saliency_overhead_pct"] > 0
     assert set(stats["stage_ms"]) == {"capture", "infer", "render"} and stats["live"] is False
+    assert sum(stats["engines"].values()) == 12  # frames per engine (compiled, eager, eager (compiling))
+    start = stats["startup_s"]  # seconds since the process started
+    assert 0 < start["model_loaded_s"] <= start["first_frame_s"]
+    assert start["first_compiled_s"] is None or start["first_compiled_s"] >= start["first_frame_s"]
     printed = capsys.readouterr().out
     assert "webcam: 12 frames" in printed and "recorded 12 frames" in printed
 
@@ -315,6 +319,8 @@ def test_hud_numbers_and_drawing():
     assert "24.5 fps" in text and "latency 61 ms" in text and "dropped 7" in text
     assert "forward 40.0 ms" in text and "saliency 1.2 ms (+3.0%)" in text
     assert "fastcam [forward only]" in text
+    graph = HudInfo(**{**info.__dict__, "engine": "compiled"}).lines()  # forward and maps are one graph
+    assert graph[1] == "forward+maps 40.0 ms  after 1.2 ms" and "compiled" in graph[2]
     image = np.full((240, 320, 3), 128, np.uint8)
     calm = Hud().annotate(image, info)
     assert (image == 128).all()  # drawn on a copy

@@ -141,11 +141,8 @@ def build_engine(settings: dict[str, Any]) -> Any:
 
     args = argparse.Namespace(**settings)
     apply_threads(args)
-    if str(args.weights).lower() == "none":
-        import torch
-
-        # random weights: the same on every worker, or one archive would be explained by several models
-        torch.manual_seed(0)
+    # random weights (--weights none) are seeded in make_explainer: the same on every worker, or one archive
+    # would be explained by several models
     explainer = frame_explainer(  # a sliding window for clip models, as `rtsal video` runs them
         make_runner(args), args.method, clip_len=getattr(args, "clip_len", None),
         clip_stride=getattr(args, "clip_stride", None), target=args.target, layer=args.target_layer,

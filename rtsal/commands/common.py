@@ -284,9 +284,15 @@ def make_explainer(args: argparse.Namespace) -> Explainer:
     from rtsal.engine.explainer import Explainer
 
     check_engine_args(args)
+    weights = parse_weights(args.weights)
+    if weights is None:
+        import torch
+
+        # random weights (--weights none): the same model on every run, worker and command
+        torch.manual_seed(0)
     return Explainer(
         model=args.model,
-        weights=parse_weights(args.weights),
+        weights=weights,
         method=args.method,
         cam=args.cam,
         norm=args.norm,

@@ -166,17 +166,17 @@ def load_package(
     call from ``runners`` threads at once, in parallel (more callers wait for a free runner).
 
     A package of one shared library with its weights inside (what :func:`build_package` writes on the CPU) is
-    called through :class:`ParallelRunner`, which releases the GIL; anything else goes through torch's
-    ``aoti_load_package`` (which holds the GIL for the whole call: measured, concurrent calls then run one at
-    a time and every other Python thread of the process waits)."""
+    called through :class:`ParallelRunner`, which releases the GIL; anything else goes through the package's
+    C++ loader (``torch._C._aoti.AOTIModelPackageLoader``, which holds the GIL for the whole call: measured,
+    concurrent calls then run one at a time and every other Python thread of the process waits). Neither
+    imports ``torch._inductor`` (seconds of start-up: it imports ``torch._dynamo``)."""
+    runner: Callable[..., Sequence[Tensor]]
     try:
         if torch.device(device).type != "cpu":
             raise _NotPlain(device)
-        runner: Callable[..., Sequence[Tensor]] = ParallelRunner(path, runners)
+        runner = ParallelRunner(path, runners)
     except _NotPlain:
-        from torch._inductor.package import load_package as aoti_load
-
-        runner = aoti_load(str(path), num_runners=runners)
+        runner = _torch_loader(path, runners)
 
     def run(x: Tensor, target: Tensor) -> GraphOutput:
         out = runner(x, target)
@@ -184,6 +184,19 @@ def load_package(
 
     run.runner = runner  # type: ignore[attr-defined]  # ParallelRunner: close(), peak
     return run
+
+
+def _torch_loader(path: Path, runners: int) -> Callable[..., Sequence[Tensor]]:
+    """torch's loader of the package, called with flat tensors; the public, slower-to-import path only on a
+    torch without the C++ loader binding."""
+    loader_cls = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_cls is None:
+        from torch._inductor.package import load_package as aoti_load
+
+        aoti = aoti_load(str(path), num_runners=runners)
+        return lambda *inputs: list(aoti(*inputs))
+    loader = loader_cls(str(path), "model", False, runners, -1)
+    return lambda *inputs: loader.boxed_run(list(inputs))
 
 
 class _NotPlain(Exception):

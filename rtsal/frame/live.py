@@ -22,7 +22,7 @@ from rtsal.names import CMAPS, METHODS, VIEWS
 from rtsal.pipeline import LatestSlot, PipelineMonitor, run_pipeline, stats_of
 from rtsal.render.hotkeys import Hotkeys, LiveState
 from rtsal.render.hud import DropWatch, Hud, HudInfo
-from rtsal.telemetry import FpsMeter, StageTimer, rss_mb
+from rtsal.telemetry import FpsMeter, StageTimer, rss_mb, seconds_since_launch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,6 +125,10 @@ class LiveSession:
         self.rendered_frames = 0
         self.threads: int | None = None  # torch threads per stream during the run
         self.engine: str | None = None  # which engine drew the last frame (the HUD says)
+        self.engines: dict[str, int] = {}  # frames drawn per engine (compiled, eager, eager (compiling), ...)
+        # start-up, in seconds since the process started: model loaded, first frame drawn, first compiled one
+        self.startup: dict[str, float | None] = {
+            "model_loaded_s": seconds_since_launch(), "first_frame_s": None, "first_compiled_s": None}
         self.stats = None
 
     # -- infer thread -----------------------------------------------------------------------------------
@@ -153,6 +157,7 @@ class LiveSession:
             self.last_plain = plain
             self.last_topk = [int(v) for v in item.result.topk.indices[item.i].tolist()]
             self.engine = item.result.engine
+            self._count_engine(self.engine)
             for timer, timer_all, name in (
                 (self.forward, self.forward_all, "forward"),
                 (self.saliency, self.saliency_all, "saliency"),
@@ -170,6 +175,13 @@ class LiveSession:
         self.display.put((shown, frame.t_capture))
         limit = self.settings.max_frames
         return not (limit is not None and self.rendered_frames >= limit)
+
+    def _count_engine(self, engine: str) -> None:
+        self.engines[engine] = self.engines.get(engine, 0) + 1
+        if self.startup["first_frame_s"] is None:
+            self.startup["first_frame_s"] = seconds_since_launch()
+        if engine == "compiled" and self.startup["first_compiled_s"] is None:
+            self.startup["first_compiled_s"] = seconds_since_launch()
 
     def _hud_info(self, frame: Frame, now: float) -> HudInfo:
         s = self.state
@@ -273,6 +285,7 @@ class LiveSession:
             "cpu_ms_process_per_frame": (time.process_time() - self.cpu_start) * 1e3 / frames,
             "rss_mb": rss_mb(),
         }))
+        out.update(engines=dict(self.engines), startup_s=clean(dict(self.startup)))
         out.update(model=self.settings.model, method=self.state.method, live=self.live,
                    interrupted=interrupted, smooth=self.settings.smooth, size=self.settings.size,
                    threads_per_stream=self.threads or _torch_threads())
