@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,10 @@ def test_a_run_shorter_than_the_build_leaves_it_to_finish_and_the_next_run_is_co
     assert procs[0].wait(120) == 0  # the detached child finished the entry
     record = json.loads((cache_dir / f"{key}.json").read_text())
     assert record["spec"]["model"] == "resnet18"
+    # built in a 1-thread child, its generated kernels still size their OpenMP team by the calling thread
+    with zipfile.ZipFile(cache_dir / f"{key}.pt2") as z:
+        kernels = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".cpp"))
+    assert "#pragma omp parallel" in kernels and "num_threads(" not in kernels
     assert not list(cache_dir.glob("*.tmp")) and not list(cache_dir.glob(".*tmp"))
     ex = _explainer(cache_dir, True)
     try:

@@ -160,7 +160,8 @@ class Explainer:
         self.close()
 
     def close(self) -> None:
-        """Remove the hooks (and stop a background build). The explainer cannot be used afterwards."""
+        """Remove the hooks and release the compiled graphs; a child build still running is left to finish
+        its cache entry in the background (one line on stderr). The explainer cannot be used afterwards."""
         if self._compiled is not None:
             self._compiled.close()
         self._recorder.close()
