@@ -160,7 +160,8 @@ class Explainer:
         self.close()
 
     def close(self) -> None:
-        """Remove the hooks (and stop a background build). The explainer cannot be used afterwards."""
+        """Remove the hooks and release the compiled graphs; a child build still running is left to finish
+        its cache entry in the background (one line on stderr). The explainer cannot be used afterwards."""
         if self._compiled is not None:
             self._compiled.close()
         self._recorder.close()
@@ -210,7 +211,7 @@ class Explainer:
             tgt = None if target is None else resolve_targets(torch.empty(n, self.info.num_classes), target)
             return explain_graph(self, run, x, out_size, tgt, timings, t0, method or self.method)
         if self._compiled is not None:
-            with self._compiled.exclusive:  # not while a build in this process traces the model
+            with self._compiled.exclusive.hold():  # shared; a build in this process tracing holds it alone
                 logits, acts = self.forward(x)
         else:
             logits, acts = self.forward(x)
