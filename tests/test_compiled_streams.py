@@ -162,7 +162,7 @@ def detached(cache_dir):
             assert time.monotonic() < deadline, "no child build started"
             time.sleep(0.05)
         assert procs[0].poll() is None, "the child ended before the run closed"
-        key = spec_key(ex._compiled.spec((1, 3, *SIZE, *SIZE)))
+        key = spec_key(ex._compiled.spec((1, 3, *SIZE)))
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             ex.close()
@@ -192,7 +192,7 @@ def test_a_run_shorter_than_the_build_leaves_it_to_finish_and_the_next_run_is_co
     try:
         r = ex.explain(np.zeros((*SIZE, 3), np.uint8), size="model")
         assert r.engine == "compiled"
-        assert ex._compiled.source[(1, 3, *SIZE, *SIZE)] == "cache"
+        assert ex._compiled.source[(1, 3, *SIZE)] == "cache"
     finally:
         ex.close()
 
@@ -210,7 +210,7 @@ def test_two_threads_on_one_compiled_explainer_match_serial_calls(detached, cach
     try:
         serial = [ex.explain(img, size="model") for img in images]
         assert all(r.engine == "compiled" for r in serial)
-        run = ex._compiled._graphs[(1, 3, *SIZE, *SIZE)]
+        run = ex._compiled._graphs[(1, 3, *SIZE)]
         assert isinstance(run.runner, ParallelRunner) and run.runner.runners >= 2
         out: dict[int, list] = {0: [], 1: []}
         errors: list[BaseException] = []

@@ -70,7 +70,6 @@ class CacheEntry:
     key: str
     model: str
     shape: tuple[int, ...]  # the input (N, 3, h, w)
-    out_size: tuple[int, ...]  # the maps' (H, W)
     method: str
     bytes: int
     created: float
@@ -226,16 +225,16 @@ class Cache:
                 size = os.stat(package).st_size
                 valid = size == meta.get("bytes") and meta.get("format") == FORMAT
                 out.append(CacheEntry(key, str(spec.get("model")), tuple(spec.get("shape", ())),
-                                      tuple(spec.get("out_size", ())), str(spec.get("method")), size,
+                                      str(spec.get("method")), size,
                                       float(meta.get("created", 0)), valid))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 size = package.stat().st_size if package.exists() else 0
-                out.append(CacheEntry(key, "?", (), (), "?", size, record.stat().st_mtime, False))
+                out.append(CacheEntry(key, "?", (), "?", size, record.stat().st_mtime, False))
         for package in self.root.glob(f"*{PACKAGE}"):
             key = package.name[: -len(PACKAGE)]
             if not key.startswith(".") and not (self.root / f"{key}{RECORD}").exists():
                 st = package.stat()
-                out.append(CacheEntry(key, "?", (), (), "?", st.st_size, st.st_mtime, False))
+                out.append(CacheEntry(key, "?", (), "?", st.st_size, st.st_mtime, False))
         return sorted(out, key=lambda e: -e.created)
 
     def clear(self) -> tuple[int, int]:

@@ -1,9 +1,9 @@
 """The compiled engine: one AOTInductor graph per input shape, cached on disk, built now or in the background.
 
-:class:`CompiledEngine` belongs to an :class:`~rtsal.engine.explainer.Explainer`. For each input shape and
-output size (a *key* ``(N, 3, h, w, H, W)``: the graph combines the maps directly at the output size, as
-the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph`) or None, and None means
-"run the eager engine":
+:class:`CompiledEngine` belongs to an :class:`~rtsal.engine.explainer.Explainer`. For each input shape
+(N, 3, h, w) it hands out a loaded graph (see :mod:`rtsal.engine.graph`) or None, and None means "run the
+eager engine". One graph serves every output size: it returns the per-scale maps at their own resolutions and
+the engine resamples them after the call, as the eager engine does.
 
 - ``mode=True``: the first call for a shape loads the graph from the cache or builds it, synchronously.
 - ``mode="background"``: the first call starts a builder thread and returns None until the graph is loaded
@@ -118,11 +118,12 @@ class CompiledEngine:
         self._weights = weights_hash(explainer.model) if self.reason is None else ""
 
     # -- what the explainer asks ----------------------------------------------------------------------------
-    def runner(self, x: Tensor, out_size: tuple[int, int]) -> Runner | None:
-        """The loaded graph for ``x``'s shape and maps of ``out_size``, or None: serve this call eagerly."""
+    def runner(self, x: Tensor) -> Runner | None:
+        """The loaded graph for ``x``'s shape (N, 3, h, w), or None: serve this call eagerly. One graph serves
+        every output size: the maps are resampled after it."""
         if self.reason is not None:
             return None
-        shape = (*x.shape, *out_size)
+        shape = tuple(x.shape)
         got = self._graphs.get(shape)
         if callable(got):
             return got
@@ -142,9 +143,9 @@ class CompiledEngine:
         got = self._graphs.get(shape)
         return got if callable(got) else None
 
-    def label(self, x: Tensor, out_size: tuple[int, int]) -> str:
+    def label(self, x: Tensor) -> str:
         """How a call with ``x``'s shape that did not get a graph was served."""
-        if self.reason is not None or self._graphs.get((*x.shape, *out_size)) == FAILED:
+        if self.reason is not None or self._graphs.get(tuple(x.shape)) == FAILED:
             return "eager (fallback)"
         return "eager (compiling)"
 
@@ -175,15 +176,14 @@ class CompiledEngine:
 
     # -- the spec and the build -----------------------------------------------------------------------------
     def spec(self, shape: tuple[int, ...]) -> dict[str, object]:
-        """Everything that changes the graph of key ``shape`` = (N, 3, h, w, H, W): the cache key."""
+        """Everything that changes the graph of input shape ``shape`` = (N, 3, h, w): the cache key."""
         ex = self.ex
         return {
             "format": FORMAT,
             "model": ex.name,
             "class": f"{type(ex.model).__module__}.{type(ex.model).__qualname__}",
             "weights": self._weights,
-            "shape": list(shape[:4]),
-            "out_size": list(shape[4:]),
+            "shape": list(shape),
             "channels_last": ex.channels_last,
             "method": ex.method,
             "cam": ex.cam_name,
@@ -217,7 +217,7 @@ class CompiledEngine:
             if self._closed:
                 return
             run = load_package(package, self.runners, str(self.ex.device))
-            x = torch.zeros(shape[:4], device=self.ex.device)
+            x = torch.zeros(shape, device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             run(x, torch.full((shape[0],), -1, dtype=torch.long, device=self.ex.device))  # warm up
@@ -241,9 +241,9 @@ class CompiledEngine:
         return make_graph(self.ex, clean_copy(self.ex.model), out_size)
 
     def _build_here(self, shape: tuple[int, ...], path: Path) -> None:
-        graph = self.graph_module((shape[4], shape[5]))
+        graph = self.graph_module()
         try:
-            x = torch.randn(shape[:4], device=self.ex.device)
+            x = torch.randn(shape, device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             build_package(graph, x, path, export_lock=self.exclusive.hold(exclusive=True))

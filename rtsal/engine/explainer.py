@@ -203,7 +203,7 @@ class Explainer:
         timings["preprocess"] = (t1 - t0) * 1e3
         run = None
         if self._compiled is not None and self._graph_cam(method) == self.cam_name:
-            run = self._compiled.runner(x, out_size)
+            run = self._compiled.runner(x)
         if run is not None:
             from rtsal.engine.compiled import explain_graph
 
@@ -221,7 +221,7 @@ class Explainer:
         t3 = _now(self.device)
         timings["saliency"] = (t3 - t2) * 1e3
         timings["total"] = (t3 - t0) * 1e3
-        engine = "eager" if self._compiled is None else self._compiled.label(x, out_size)
+        engine = "eager" if self._compiled is None else self._compiled.label(x)
         return _with_timings(result, timings, engine)
 
     def _graph_cam(self, method: str | None) -> str:
