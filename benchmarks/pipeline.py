@@ -22,6 +22,12 @@
     python benchmarks/pipeline.py --soak 10000                    # + the 10,000-frame soak
     python benchmarks/pipeline.py --frames 20 --rt-seconds 2 --soak 60 --soak-every 20   # check the script
     python benchmarks/pipeline.py --variants 1:default,2:default,2:PASSIVE   # taskset 1/2 cores, OMP policy
+    python benchmarks/pipeline.py --compile both --frames 120 --rt-fps ""   # eager and compiled, side by side
+
+``--compile on`` runs every row on the compiled engine, model only included (the graph for the model input
+size is built, or loaded from the cache, before anything is timed; every frame of a timed run is counted by
+the engine that drew it); ``both`` runs the eager rows and then the compiled rows in one run, each ratio
+against the model-only rate of its own engine.
 """
 
 from __future__ import annotations
@@ -141,24 +147,46 @@ class LoopSource:
         pass
 
 
+class EngineCount:
+    """The runner, counting which engine drew each call (``result.engine``: compiled, eager, ...)."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.engines: dict[str, int] = {}
+        self.explainer = getattr(runner, "explainer", runner)
+
+    def explain(self, *args, **kwargs):
+        r = self.runner.explain(*args, **kwargs)
+        key = getattr(r, "engine", None) or "eager"
+        self.engines[key] = self.engines.get(key, 0) + 1
+        return r
+
+    def __getattr__(self, name: str):
+        return getattr(self.runner, name)
+
+
 def session_run(args: argparse.Namespace, runner, source, live: bool) -> dict:
-    """One LiveSession run into a null sink; the summary ``rtsal webcam --stats-json`` would write."""
+    """One LiveSession run into a null sink; the summary ``rtsal webcam --stats-json`` would write, plus
+    ``engines``: how many calls each engine served."""
     before = torch.get_num_threads()
     apply_threads(args)  # as `rtsal webcam` does: --streams/--threads, else the auto rule
-    session = LiveSession(FrameExplainer(runner, args.method), live_settings(args), NullSink(), None,
+    counted = EngineCount(runner)
+    session = LiveSession(FrameExplainer(counted, args.method), live_settings(args), NullSink(), None,
                           live=live)
     session.close = lambda: None  # type: ignore[method-assign]  # keep the runner for the next run
     try:
         stats = session.run(source)
     finally:
         torch.set_num_threads(before)
-    return session.summary(stats)
+    out = session.summary(stats)
+    out["engines"] = counted.engines
+    return out
 
 
 def engine_only(runner, frame: np.ndarray, seconds: float, streams: int, threads: int) -> dict:
     """The engine alone (``explain`` of the 640x480 uint8 frame: preprocess, forward, maps at model size),
     no pipeline: ``streams`` threads calling it in a loop for about ``seconds``, ``threads`` torch threads
-    each. Frames/s of all of them together."""
+    each. Frames/s of all of them together, and the engine of the last call."""
     import threading
 
     before = torch.get_num_threads()
@@ -188,7 +216,8 @@ def engine_only(runner, frame: np.ndarray, seconds: float, streams: int, threads
     finally:
         torch.set_num_threads(before)
     n = sum(counts)
-    return {"streams": streams, "threads": threads, "frames": n, "fps": n / elapsed}
+    engine = getattr(runner.explain(frame, size="model"), "engine", None)
+    return {"streams": streams, "threads": threads, "frames": n, "fps": n / elapsed, "engine": engine}
 
 
 def parse_configs(text: str, cores: int) -> list[tuple[str, str]]:
@@ -211,7 +240,7 @@ def run_variant(a: argparse.Namespace, cores: int | None, omp: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix="rtsal-variant-")) / "v.json"
     cmd = [sys.executable, __file__, "--frames", str(a.frames), "--model", a.model, "--method", a.method,
            "--size", str(a.size), "--configs", a.configs, "--model-seconds", str(a.model_seconds),
-           "--rt-fps", "", "--json", str(out), "--child", "--compile" if a.compile else "--no-compile"]
+           "--rt-fps", "", "--json", str(out), "--child", "--compile", a.compile]
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
     if omp != "default":
@@ -222,38 +251,13 @@ def run_variant(a: argparse.Namespace, cores: int | None, omp: str) -> dict:
     return json.loads(out.read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="efficientnet-lite0")
-    p.add_argument("--method", default="fastcam")
-    p.add_argument("--size", type=int, default=224, help="model input short side")
-    p.add_argument("--frames", type=int, default=300, help="frames in each end-to-end run")
-    p.add_argument("--clip-fps", type=float, default=30.0)
-    p.add_argument("--configs", default="auto,1x2,2x1",
-                   help="end-to-end runs as STREAMSxTHREADS (or auto), e.g. 1x1,1x2,2x1,auto")
-    p.add_argument("--model-seconds", type=float, default=5.0, help="length of each model-only run")
-    p.add_argument("--rt-fps", default="10,15,30", help="real-time rates to play the clip at (auto streams)")
-    p.add_argument("--rt-seconds", type=float, default=10.0, help="length of each real-time run")
-    p.add_argument("--forward-iters", type=int, default=50)
-    p.add_argument("--soak", type=int, default=0, metavar="N", help="frames in the memory soak (0: none)")
-    p.add_argument("--soak-every", type=int, default=500)
-    p.add_argument("--variants", default="",
-                   help="also rerun in child processes: CORES:OMP,... e.g. 1:default,2:default,2:PASSIVE "
-                   "(taskset to CORES cores, OMP_WAIT_POLICY=OMP; 0 cores = all)")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="the compiled engine in every run, model-only included (default: eager)")
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
-    a = p.parse_args(argv)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def measure(a: argparse.Namespace, compiled: bool, cores: int, clip: Path, images: list, tmp: Path) -> dict:
+    """Every row of the benchmark on one engine (eager, or compiled with its graph ready before timing)."""
     engine = ["--model", a.model, "--method", a.method, "--size", str(a.size),
-              "--compile" if a.compile else "--no-compile"]
+              "--compile" if compiled else "--no-compile"]
     if a.model != "efficientnet-lite0":
         engine += ["--weights", "none"]  # only lite0 has weights offline; speed does not depend on them
 
-    tmp = Path(tempfile.mkdtemp(prefix="rtsal-bench-"))
-    clip = make_clip(tmp / "clip.mp4", a.frames, a.clip_fps)
-    images = [f.image for f in StreamSource(str(clip), realtime=False)]
     args = webcam_args(["--source", str(clip), "--no-realtime", *engine])
     runner = make_runner(args)
     auto = plan_streams("auto", None, cores=cores)
@@ -261,10 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "cores": cores, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model, "method": a.method, "size": a.size,
-        "frame": list(SIZE), "frames": a.frames, "auto": list(auto), "compiled": a.compile,
+        "frame": list(SIZE), "frames": a.frames, "auto": list(auto), "compiled": compiled,
     }}
     try:
-        runner.explain(images[0])  # warm-up
+        t_build = time.perf_counter()
+        runner.explain(images[0], size="model")  # warm-up; the compiled graph of this key is built or loaded
+        result["meta"]["first_call_s"] = time.perf_counter() - t_build
         decode_t, decode_c = time.perf_counter(), time.thread_time()
         n_decoded = sum(1 for _ in StreamSource(str(clip), realtime=False))
         result["decode"] = {"fps": n_decoded / (time.perf_counter() - decode_t),
@@ -323,6 +329,42 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)
         result["soak"]["threads_after_exit"] = sorted(
             t.name for t in threading.enumerate() if t is not threading.main_thread())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--method", default="fastcam")
+    p.add_argument("--size", type=int, default=224, help="model input short side")
+    p.add_argument("--frames", type=int, default=300, help="frames in each end-to-end run")
+    p.add_argument("--clip-fps", type=float, default=30.0)
+    p.add_argument("--configs", default="auto,1x2,2x1",
+                   help="end-to-end runs as STREAMSxTHREADS (or auto), e.g. 1x1,1x2,2x1,auto")
+    p.add_argument("--model-seconds", type=float, default=5.0, help="length of each model-only run")
+    p.add_argument("--rt-fps", default="10,15,30", help="real-time rates to play the clip at (auto streams)")
+    p.add_argument("--rt-seconds", type=float, default=10.0, help="length of each real-time run")
+    p.add_argument("--forward-iters", type=int, default=50)
+    p.add_argument("--soak", type=int, default=0, metavar="N", help="frames in the memory soak (0: none)")
+    p.add_argument("--soak-every", type=int, default=500)
+    p.add_argument("--variants", default="",
+                   help="also rerun in child processes: CORES:OMP,... e.g. 1:default,2:default,2:PASSIVE "
+                   "(taskset to CORES cores, OMP_WAIT_POLICY=OMP; 0 cores = all)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                   help="the compiled engine in every run, model-only included (on), or the eager rows "
+                   "then the compiled rows in one run (both) (default: off)")
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
+    a = p.parse_args(argv)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    tmp = Path(tempfile.mkdtemp(prefix="rtsal-bench-"))
+    clip = make_clip(tmp / "clip.mp4", a.frames, a.clip_fps)
+    images = [f.image for f in StreamSource(str(clip), realtime=False)]
+    modes = {"off": [False], "on": [True], "both": [False, True]}[a.compile]
+    results = [measure(a, compiled, cores, clip, images, tmp) for compiled in modes]
+    result = results[-1]
+    if len(results) > 1:
+        result = {**results[0], "compiled_run": results[1]}
 
     variants = []
     for v in [x for x in a.variants.split(",") if x and not a.child]:
@@ -334,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
                                   for e in r["end_to_end"]]})
     result["variants"] = variants
 
-    print_table(result)
+    for r in results:
+        print_table(r)
+    if len(results) > 1:
+        print_side_by_side(results[0], results[1])
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -344,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(r: dict) -> None:
     m, f, mo = r["meta"], r["forward_only"], r["model_only"]
-    print(f"\n{m['model']} / {m['method']}, frames {m['frame'][0]}x{m['frame'][1]} -> model input "
+    print(f"\n{m['model']} / {m['method']} ({'compiled' if m.get('compiled') else 'eager'} engine), "
+          f"frames {m['frame'][0]}x{m['frame'][1]} -> model input "
           f"{'x'.join(map(str, f['input'][2:]))}, {m['cores']} cores, "
           f"OMP_WAIT_POLICY {m['omp_wait_policy']}, "
           f"auto = {m['auto'][0]} stream(s) x {m['auto'][1]} thread(s)\n")
@@ -399,6 +445,21 @@ def print_table(r: dict) -> None:
               f"at the end ({s['growth_pct']:+.2f}%), "
               f"peak {s['rss_peak_mb']:.0f} MB ({s['peak_over_warm_pct']:+.2f}%); threads left after the "
               f"runs: {len(s.get('threads_after_exit', []))} {s.get('threads_after_exit', '')}")
+
+
+def print_side_by_side(eager: dict, comp: dict) -> None:
+    """The end-to-end runs of both engines, each against its own engine's model-only rate."""
+    print(f"\neager vs compiled engine (model only: eager {eager['model_only']['fps']:.1f}, compiled "
+          f"{comp['model_only']['fps']:.1f} frames/s; compiled graph ready after "
+          f"{comp['meta'].get('first_call_s', float('nan')):.1f} s, before timing)\n")
+    print("| --streams | eager frames/s | vs eager model only | compiled frames/s | vs compiled model only "
+          "| compiled frames drawn by |")
+    print("|---|---|---|---|---|---|")
+    for e, c in zip(eager["end_to_end"], comp["end_to_end"], strict=True):
+        drawn = ", ".join(f"{k} {v}" for k, v in sorted(c.get("engines", {}).items()))
+        print(f"| {e['config']} ({e['streams']} x {e['threads_per_stream']}) | {e['fps']:.1f} "
+              f"| {100 * e['ratio_to_model_only']:.0f}% | {c['fps']:.1f} "
+              f"| {100 * c['ratio_to_model_only']:.0f}% | {drawn} |")
 
 
 if __name__ == "__main__":

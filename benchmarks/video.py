@@ -14,6 +14,12 @@ Usage::
     python benchmarks/video.py               # 720p, 8 s, batches 1,2,4,8 -> benchmarks/results/video.json
     python benchmarks/video.py --quick       # a tiny clip to check the script
     python benchmarks/video.py --example docs/video-frame.png   # also save one output frame for the README
+    python benchmarks/video.py --compile both --frames 120 --batches 1 --stages model,pipeline
+
+``--compile on`` runs the model rows and the pipeline runs on the compiled engine (the same settings as the
+pipeline's ``rtsal video``; each graph built, or loaded from the cache, in an untimed warm-up call, so every
+timed frame is a compiled one); ``both`` measures the eager and the compiled rows in one run, each pipeline
+run against the best model row of its own engine.
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ from rtsal.frame.video_job import VideoJob  # noqa: E402
 from rtsal.io.video import VideoReader, VideoWriter  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
-COMPILE = False  # --compile: the pipeline runs use the compiled engine
 AUDIO_RATE = 48000
 
 
@@ -127,32 +132,48 @@ def bench_encode(frames: list[np.ndarray], out: Path, preset: str, fps: int) -> 
     return len(frames) / (time.perf_counter() - t0), out.stat().st_size, cpu
 
 
-def bench_model(explainer, frames: list[np.ndarray], batch: int) -> float:
-    """Frames/s of preprocess + forward + FastCAM maps at model resolution (as ``rtsal video`` runs it)."""
+def bench_model(explainer, frames: list[np.ndarray], batch: int) -> tuple[float, float, str | None]:
+    """Frames/s of preprocess + forward + FastCAM maps at model resolution (as ``rtsal video`` runs it), the
+    seconds of the untimed warm-up call (a compiled graph is built or loaded there) and the engine that ran
+    the timed calls (all of them, or the row is refused)."""
     stack = np.stack(frames[: max(batch, (len(frames) // batch) * batch)])
+    t0 = time.perf_counter()
     explainer.explain(stack[:batch], size="model")  # warm-up at this batch size
+    warm = time.perf_counter() - t0
+    engines = set()
     t0 = time.perf_counter()
     n = 0
     for s in range(0, len(stack) - batch + 1, batch):
-        explainer.explain(stack[s : s + batch], size="model")
+        engines.add(getattr(explainer.explain(stack[s : s + batch], size="model"), "engine", None))
         n += batch
-    return n / (time.perf_counter() - t0)
+    fps = n / (time.perf_counter() - t0)
+    if len(engines) != 1:
+        raise RuntimeError(f"the model row ran on several engines: {sorted(map(str, engines))}")
+    return fps, warm, engines.pop()
+
+
+def video_args(clip: Path, out: Path, compiled: bool, extra: list[str]) -> argparse.Namespace:
+    """``rtsal video CLIP -o OUT ...`` as parsed by the CLI; a compiled graph is built before the first frame
+    (not in the background), so a timed run is all compiled frames."""
+    args = build_parser().parse_args(
+        ["video", str(clip), "-o", str(out), "--no-progress", "--compile" if compiled else "--no-compile",
+         *extra]
+    )
+    args.compile_mode = True
+    return args
 
 
 def run_job(
-    clip: Path, out: Path, batch: int, preset: str, config: str, extra: list[str] | None = None
+    clip: Path, out: Path, batch: int, preset: str, config: str, extra: list[str] | None = None,
+    compiled: bool = False,
 ) -> dict:
     """One whole ``rtsal video`` job (model loaded and warmed up first, not timed) with ``--streams``/
     ``--threads`` from ``config`` (STREAMSxTHREADS or auto); its rates, counters and per-stage CPU."""
     from rtsal.commands.common import apply_threads
 
     st, _, th = config.partition("x")
-    args = build_parser().parse_args(
-        ["video", str(clip), "-o", str(out), "--batch", str(batch), "--preset", preset, "--no-progress",
-         "--streams", st, "--compile" if COMPILE else "--no-compile"] + (["--threads", th] if th else [])
-        + (extra or [])
-    )
-    args.compile_mode = True  # with --compile: built before the timed run, not in the background
+    args = video_args(clip, out, compiled, ["--batch", str(batch), "--preset", preset, "--streams", st]
+                      + (["--threads", th] if th else []) + (extra or []))
     before = torch.get_num_threads()
     threads = apply_threads(args)
     try:
@@ -167,6 +188,7 @@ def run_job(
     duration = summary.span_s or summary.frames / (info.fps or 25)
     return {
         "config": config,
+        "engine": "compiled" if compiled else "eager",
         "streams": stats.get("streams"),
         "threads_per_stream": threads,
         "batch": batch,
@@ -243,11 +265,11 @@ def main() -> int:
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "video.json"))
     p.add_argument("--example", default=None, metavar="PNG", help="also save an output frame here")
     p.add_argument("--quick", action="store_true", help="tiny clip and few settings: checks the script")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="the compiled engine in the pipeline runs (default: eager, as the model rows)")
+    p.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                   help="the compiled engine in the model rows and the pipeline runs (on), or both engines "
+                   "side by side (default: off)")
     a = p.parse_args()
-    global COMPILE
-    COMPILE = a.compile
+    engines = {"off": [False], "on": [True], "both": [False, True]}[a.compile]
     default_threads = _cores()
     if a.frames:
         a.seconds = a.frames / a.fps
@@ -312,31 +334,47 @@ def main() -> int:
             rows.append((f"encode x264 {preset} [{cpu:.1f} CPU ms, {kbit:.0f} kbit/s]", fps, fps / a.fps))
         results["encode"] = encode
 
-        from rtsal.engine.explainer import Explainer
+        from rtsal.commands.common import make_runner as make_engine
 
-        model = {}
-        with Explainer("efficientnet-lite0") as e:
-            for th in threads if "model" in stages else ():
-                torch.set_num_threads(th)
-                for b in batches:
-                    fps = round(bench_model(e, frames[: min(len(frames), 64)], b), 2)
-                    model[f"threads={th},batch={b}"] = fps
-                    rows.append((f"model lite0 fastcam, batch {b}, {th} thread(s)", fps, fps / a.fps))
+        # the model rows: the engine the pipeline runs (same CLI settings, same model input size), alone
+        model, model_engine, warmup_s = {}, {}, {}
+        for compiled in engines if "model" in stages else ():
+            e = make_engine(video_args(clip, tmp / "unused.mp4", compiled, []))
+            try:
+                for th in threads:
+                    torch.set_num_threads(th)
+                    for b in batches:
+                        fps, warm, drawn = bench_model(e, frames[: min(len(frames), 64)], b)
+                        key = ("compiled," if compiled else "") + f"threads={th},batch={b}"
+                        model[key], model_engine[key], warmup_s[key] = round(fps, 2), drawn, round(warm, 2)
+                        rows.append((f"model lite0 fastcam ({drawn}), batch {b}, {th} thread(s)", fps,
+                                     fps / a.fps))
+            finally:
+                e.close()
         results["model_fps"] = model
+        results["model_engine"] = model_engine
+        results["model_warmup_s"] = warmup_s  # the untimed first call: a compiled graph built or loaded
         del frames, sample
 
         runs = []
-        for config in a.configs.split(",") if "pipeline" in stages else ():
-            for b in batches:
-                r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset, config)
-                runs.append(r)
-                plan = f"{r['streams']}x{r['threads_per_stream']}"
-                label = f"rtsal video, --streams {config} ({plan}), batch {b}"
-                rows.append((label, r["fps"], r["x_real_time"]))
+        for compiled in engines:
+            for config in a.configs.split(",") if "pipeline" in stages else ():
+                for b in batches:
+                    r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset, config, compiled=compiled)
+                    runs.append(r)
+                    plan = f"{r['streams']}x{r['threads_per_stream']}"
+                    label = f"rtsal video ({r['engine']}), --streams {config} ({plan}), batch {b}"
+                    rows.append((label, r["fps"], r["x_real_time"]))
         torch.set_num_threads(default_threads)
-        model_ref = max(model.values()) if model else None
+        refs = {
+            name: max((v for k, v in model.items() if k.startswith("compiled,") == (name == "compiled")),
+                      default=None)
+            for name in ("eager", "compiled")
+        }
+        results["model_only_fps"] = refs
         for r in runs:
-            r["ratio_to_model_only"] = round(r["fps"] / model_ref, 3) if model_ref else None
+            ref = refs[r["engine"]]
+            r["ratio_to_model_only"] = round(r["fps"] / ref, 3) if ref else None
         results["pipeline"] = runs
         best = max(runs, key=lambda r: r["fps"]) if runs else None
         results["best"] = best
@@ -353,14 +391,16 @@ def main() -> int:
     for name, fps, xrt in rows:
         print(f"{name:56s} {fps:9.1f} {xrt:12.2f}")
     stages_cpu = ["capture", "infer", "maps to host", "resize", "view", "labels", "render", "encode"]
-    print("\nper run: model-only reference = the best model row; CPU ms per frame of each stage's own thread")
+    print("\nper run: model-only reference = the best model row of the run's engine; CPU ms per frame of "
+          "each stage's own thread")
     print(f"{'run':34s} {'vs model':>8s} {'lat. med/p95 ms':>16s} {'CPU ms/fr':>9s} {'RSS MB':>7s}  "
           + " ".join(f"{k[:8]:>8s}" for k in stages_cpu))
     for r in runs:
         c, lat = r["cpu_ms"] or {}, r["latency_ms"] or {}
         ratio = f"{100 * r['ratio_to_model_only']:.0f}%" if r.get("ratio_to_model_only") else "-"
         print(
-            f"{r['config']} ({r['streams']}x{r['threads_per_stream']}) b{r['batch']}".ljust(34) + " "
+            f"{r['engine'][0]} {r['config']} ({r['streams']}x{r['threads_per_stream']}) "
+            f"b{r['batch']}".ljust(34) + " "
             f"{ratio:>8s} {lat.get('median', float('nan')):7.0f}/{lat.get('p95', float('nan')):<8.0f} "
             f"{r['cpu_ms_per_frame']:9.1f} {r['rss_mb'] or 0:7.0f}  "
             + " ".join(f"{c[k]:8.1f}" if k in c else f"{'-':>8s}" for k in stages_cpu)

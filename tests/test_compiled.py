@@ -30,7 +30,7 @@ from rtsal.errors import UsageError
 
 SIZE = (64, 80)  # the model's input (h, w)
 FRAME = (120, 150)  # the frames' (H, W): the maps come back at this size
-KEY = (2, 3, *SIZE, *FRAME)  # the one graph the module builds
+KEY = (2, 3, *SIZE)  # the one graph the module builds (every output size shares it)
 MAPS = ("scales", "smoe", "cam", "fused", "nonclass")
 
 
@@ -126,6 +126,17 @@ def test_other_shapes_stay_eager_until_built(pair, monkeypatch):
     r = comp.explain(comp.preprocess(photo("coffee")))  # batch 1: another graph, whose build fails here
     assert r.engine == "eager (fallback)" and len(calls) == 1
     assert comp.explain(_frames(photo("coffee"), photo("rocket"))).engine == "compiled"
+
+
+@pytest.mark.slow
+def test_one_graph_serves_every_output_size(pair, monkeypatch):
+    comp, eager = pair
+    monkeypatch.setattr(compiled_mod, "build_package", lambda *a, **k: pytest.fail("built a second graph"))
+    frames = _frames(photo("chelsea"), photo("rocket"))
+    for size in (None, "model", (33, 250)):  # the frames' size, the model input's, any other
+        r, e = comp.explain(frames, size=size), eager.explain(frames, size=size)
+        assert r.engine == "compiled" and r.fused.shape == e.fused.shape
+        _agree(r.fused, e.fused)
 
 
 @pytest.mark.slow
@@ -251,7 +262,7 @@ def test_cache_command_lists_and_clears(pair, cache_dir, tmp_path, capsys):
     shutil.copytree(cache_dir, folder)
     assert main(["cache", "--cache-dir", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "1 entries" in out and "2x3x64x80 -> 120x150" in out and "MiB" in out
+    assert "1 entries" in out and "2x3x64x80  fastcam" in out and "MiB" in out
     assert main(["cache", "--cache-dir", str(folder), "--clear"]) == 0
     assert list(folder.iterdir()) == []
     assert main(["cache", "--cache-dir", str(folder)]) == 0

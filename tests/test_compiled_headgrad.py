@@ -28,7 +28,7 @@ from rtsal.engine.graph import HeadError, clean_copy, trace_head_grad
 
 SIZE = (64, 80)  # the model's input (h, w)
 FRAME = (120, 150)  # the frames' (H, W): the maps come back at this size
-KEY = (2, 3, *SIZE, *FRAME)
+KEY = (2, 3, *SIZE)  # the one graph the module builds (every output size shares it)
 MAPS = ("scales", "smoe", "cam", "fused", "nonclass")
 
 

@@ -265,6 +265,60 @@ def rtsal_entries(s: Setup, cskip: int, names: Sequence[str] | None = None) -> I
         yield Entry(name, "rtsal", run, lambda runner=runner: runner.passes, runner.close)
 
 
+def compiled_entries(
+    s: Setup,
+    model: str,
+    weights: str | None,
+    cache_dir: str | None = None,
+    names: Sequence[str] | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Iterator[Entry]:
+    """rtsal's engine methods on the compiled engine (``Explainer(compile=True)``: one AOTInductor graph of
+    this model, input and method, built or loaded from the cache before any timing), as rows
+    ``fastcam (compiled)``, ``smoe (compiled)``, ...: the same weights as ``s.explainer`` (random weights go
+    through a state dict file), the same input. The build or load time goes to ``s.notes`` (and so the JSON),
+    not into any row. A method the graph does not serve (another CAM) is left out with a note; a model that
+    cannot be compiled gives no rows and a note."""
+    import tempfile
+    from pathlib import Path
+
+    from rtsal.names import ENGINE_METHODS
+
+    size = (int(s.x.shape[2]), int(s.x.shape[3]))
+    with tempfile.TemporaryDirectory(prefix="rtsal-bench-") as tmp:
+        if weights is None:  # random weights: hand these very weights to the compiled explainer
+            weights = str(Path(tmp) / "weights.pt")
+            torch.save(s.explainer.model.state_dict(), weights)
+        ex = Explainer(model, weights=weights, device=str(s.explainer.device), size=size, compile=True,
+                       cache_dir=cache_dir)
+    try:
+        progress("building or loading the compiled graph ...")
+        t0 = time.perf_counter()
+        first = ex.explain(s.x)
+        seconds = time.perf_counter() - t0
+        if first.engine != "compiled":
+            s.notes.append(f"compiled rows: none, the model runs eager ({first.engine})")
+            return
+        key = next(iter(ex._compiled.source))
+        how = {"cache": "loaded from the cache", "built": "built", "child": "built"}[ex._compiled.source[key]]
+        s.notes.append(f"compiled graph {how} in {seconds:.1f} s before timing (first call included); "
+                       f"the compiled rows are timed after it")
+        for name in names or ENGINE_METHODS:
+            runner = build_runner(name, ex)
+            if runner.explain(s.x).engine != "compiled":
+                runner.close()
+                s.notes.append(f"{name} (compiled): its CAM is not in the graph, not timed")
+                continue
+
+            def run(runner=runner) -> object:
+                return runner.explain(s.x)
+
+            yield Entry(f"{name} (compiled)", "rtsal", run,
+                        lambda runner=runner: f"{runner.passes}, compiled", runner.close)
+    finally:
+        ex.close()
+
+
 def onnxruntime_entries(s: Setup, onnx_path: str | None = None) -> Iterator[Entry]:
     """rtsal's ONNX export run by ONNX Runtime: the model alone (logits) and the FastCAM graph (logits and
     every map, through :class:`rtsal.deploy.runtime.OrtExplainer`), both on ``s.x``. Without ``onnx_path``

@@ -70,6 +70,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--onnx", default=None, metavar="FILE",
                    help="the export to time with --backend onnxruntime")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time rtsal's engine methods on the compiled engine (rows 'fastcam (compiled)', ...): the "
+        "graph is built or loaded from the cache first, and its build time is reported apart",
+    )
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="compiled-graph cache (default: $RTSAL_CACHE_DIR, else $XDG_CACHE_HOME/rtsal)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument(
         "--plot", default=None, metavar="FILE.png", help="also draw a log-scale bar chart (matplotlib)"
@@ -143,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if sweep is not None:
             return _sweep(bm, s, args, sweep, header, json_path, env)
+        extra = [lambda: bm.onnxruntime_entries(s, args.onnx)] if args.backend == "onnxruntime" else []
+        if args.compile:
+            weights = parse_weights(args.weights)
+            extra.append(lambda: bm.compiled_entries(s, args.model, weights, args.cache_dir,
+                                                     progress=bm.eprint))
         rows = bm.run_all(
             s,
             iters=args.iters,
@@ -153,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             only=_names(args.only),
             skip=_names(args.skip),
             progress=bm.eprint,
-            extra=[lambda: bm.onnxruntime_entries(s, args.onnx)] if args.backend == "onnxruntime" else [],
+            extra=extra,
         )
     finally:
         s.explainer.close()
@@ -163,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     for note in s.notes:
         table += f"\nnote: {note}"
     print(table)
-    settings = {k: getattr(args, k) for k in ("iters", "warmup", "budget", "cskip", "weights")}
+    settings = {k: getattr(args, k) for k in ("iters", "warmup", "budget", "cskip", "weights", "compile")}
     if json_path is not None:
         _write_json(json_path, bm.to_json(rows, env, settings))
         print(f"wrote {json_path}")

@@ -39,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"cache {cache.root}: {len(entries)} entries, {_size(sum(e.bytes for e in entries))}")
     for e in entries:
         shape = "x".join(str(v) for v in e.shape) or "?"
-        if e.out_size:
-            shape += " -> " + "x".join(str(v) for v in e.out_size)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)) if e.created else "?"
         state = "" if e.valid else "  (incomplete or foreign: rebuilt when needed)"
         print(f"  {e.key}  {_size(e.bytes):>10}  {when}  {e.model}  {shape}  {e.method}{state}")

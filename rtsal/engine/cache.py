@@ -14,6 +14,8 @@ A compiled package is code that will be loaded into this process, so the cache t
 - **Writes are atomic**: the package and then its record go to a temporary file in the folder and are moved
   into place with ``os.replace`` (:class:`rtsal.outputs.AtomicPath`, mode 0600, fsync first), so two
   processes can share the folder and a crash leaves no half entry.
+- **One build per key**: a build holds ``KEY.lock`` (``flock``); another process wanting the same key waits
+  and loads what the first one wrote.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ __all__ = ["Cache", "CacheEntry", "CacheError", "FORMAT", "default_cache_dir", "
 FORMAT = 2  # bump when the graph's inputs or outputs change (2: per-scale maps at their own sizes)
 PACKAGE = ".pt2"
 RECORD = ".json"
+LOCK = ".lock"  # KEY.lock: held (flock) by the process building KEY, removed when it is done
 
 
 class CacheError(RtsalError):
@@ -67,7 +70,6 @@ class CacheEntry:
     key: str
     model: str
     shape: tuple[int, ...]  # the input (N, 3, h, w)
-    out_size: tuple[int, ...]  # the maps' (H, W)
     method: str
     bytes: int
     created: float
@@ -135,9 +137,64 @@ class Cache:
 
     def store(self, spec: Mapping[str, object], write: Callable[[Path], object]) -> Path:
         """Build an entry: ``write(tmp_path)`` writes the package to a temporary ``.pt2`` path in the folder;
-        its checksum is recorded and both files are moved into place atomically. Returns the package."""
+        its checksum is recorded and both files are moved into place atomically. Returns the package.
+
+        One build per key at a time across processes: the build holds ``KEY.lock`` (``flock``, released by
+        the kernel if the process dies; the file is removed when the build is done); a second process waits
+        for it and returns the entry it wrote instead of building the same graph again."""
         self.ensure()
         key = spec_key(spec)
+        with self.build_lock(key):
+            found = self.lookup(spec)
+            if found is not None:
+                return found
+            return self._store(spec, key, write)
+
+    @contextlib.contextmanager
+    def build_lock(self, key: str) -> Iterator[None]:
+        """Hold the build lock of ``key`` (blocks while another process builds it). No-op without fcntl."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: two processes may build the same key (the writes stay atomic)
+            yield
+            return
+        path = self.root / f"{key}{LOCK}"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # the holder before us removes the file on release: lock the file that is there now
+                here, now = os.fstat(fd), os.stat(path)
+                if (here.st_ino, here.st_dev) == (now.st_ino, now.st_dev):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # still holding it: nothing is left in the folder once the build is done
+            os.close(fd)  # releases the lock
+
+    def building(self, key: str) -> bool:
+        """Whether another process holds the build lock of ``key`` now."""
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        try:
+            fd = os.open(self.root / f"{key}{LOCK}", os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def _store(self, spec: Mapping[str, object], key: str, write: Callable[[Path], object]) -> Path:
         package, record = self.paths(key)
         with AtomicPath(package, mode=0o600, fsync=True) as out:
             write(out.tmp)
@@ -168,16 +225,16 @@ class Cache:
                 size = os.stat(package).st_size
                 valid = size == meta.get("bytes") and meta.get("format") == FORMAT
                 out.append(CacheEntry(key, str(spec.get("model")), tuple(spec.get("shape", ())),
-                                      tuple(spec.get("out_size", ())), str(spec.get("method")), size,
+                                      str(spec.get("method")), size,
                                       float(meta.get("created", 0)), valid))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 size = package.stat().st_size if package.exists() else 0
-                out.append(CacheEntry(key, "?", (), (), "?", size, record.stat().st_mtime, False))
+                out.append(CacheEntry(key, "?", (), "?", size, record.stat().st_mtime, False))
         for package in self.root.glob(f"*{PACKAGE}"):
             key = package.name[: -len(PACKAGE)]
             if not key.startswith(".") and not (self.root / f"{key}{RECORD}").exists():
                 st = package.stat()
-                out.append(CacheEntry(key, "?", (), (), "?", st.st_size, st.st_mtime, False))
+                out.append(CacheEntry(key, "?", (), "?", st.st_size, st.st_mtime, False))
         return sorted(out, key=lambda e: -e.created)
 
     def clear(self) -> tuple[int, int]:
@@ -186,7 +243,7 @@ class Cache:
             return 0, 0
         count = freed = 0
         for p in self.root.iterdir():
-            if p.is_file() and (p.suffix in (PACKAGE, RECORD) or ".tmp" in p.name):
+            if p.is_file() and (p.suffix in (PACKAGE, RECORD, LOCK) or ".tmp" in p.name):
                 try:
                     size = p.stat().st_size
                     p.unlink()

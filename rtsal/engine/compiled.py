@@ -1,9 +1,9 @@
 """The compiled engine: one AOTInductor graph per input shape, cached on disk, built now or in the background.
 
-:class:`CompiledEngine` belongs to an :class:`~rtsal.engine.explainer.Explainer`. For each input shape and
-output size (a *key* ``(N, 3, h, w, H, W)``: the graph combines the maps directly at the output size, as
-the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph`) or None, and None means
-"run the eager engine":
+:class:`CompiledEngine` belongs to an :class:`~rtsal.engine.explainer.Explainer`. For each input shape
+(N, 3, h, w) it hands out a loaded graph (see :mod:`rtsal.engine.graph`) or None, and None means "run the
+eager engine". One graph serves every output size: it returns the per-scale maps at their own resolutions and
+the engine resamples them after the call, as the eager engine does.
 
 - ``mode=True``: the first call for a shape loads the graph from the cache or builds it, synchronously.
 - ``mode="background"``: the first call starts a builder thread and returns None until the graph is loaded
@@ -14,7 +14,15 @@ the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph
   dict file. A model the child cannot rebuild (an ``nn.Module`` object) is built in the thread on a
   hook-free copy instead; ``torch.export`` patches module calls process-wide while it traces, so the eager
   engine waits on :attr:`CompiledEngine.exclusive` for those few seconds (measured: without the lock the
-  serving thread's forward is caught by the tracer and fails).
+  serving thread's forward is caught by the tracer and fails). The lock is a readers-writer lock: eager calls
+  of many inference streams share it, only the trace holds it alone.
+- A loaded graph runs in parallel for many threads (``runners`` model instances, GIL released: see
+  :func:`rtsal.engine.graph.load_package`), each kernel on the calling thread's ``torch.set_num_threads``.
+- **A run that ends during a child build** (a video shorter than the build) leaves the child to finish in the
+  background, detached (its own session: Ctrl-C of the run does not reach it), with one line on stderr, so
+  the next run starts compiled. It writes the entry atomically; a lock file per key in the cache folder
+  (:meth:`rtsal.engine.cache.Cache.store`) makes a second process wait for that build and reuse it instead
+  of building the same key again.
 - Anything that fails (no C++ compiler, an op the exporter rejects, a head whose gradient cannot be
   separated from the trunk, an unsafe cache folder) is reported once on stderr and that Explainer keeps the
   eager engine. Heads without a closed-form CAM have their gradient traced into the graph
@@ -26,6 +34,7 @@ the eager engine does) it hands out a loaded graph (see :mod:`rtsal.engine.graph
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,12 +53,23 @@ from torch import Tensor, nn
 from rtsal.engine.cache import FORMAT, Cache
 from rtsal.engine.graph import ExplainGraph, GraphOutput, build_package, clean_copy, load_package
 from rtsal.engine.saliency.fastcam import fuse_maps
+from rtsal.locks import SharedExclusiveLock
 
 __all__ = ["CompiledEngine", "weights_hash"]
 
 Runner = Callable[[Tensor, Tensor], GraphOutput]
 BUILDING = "building"
 FAILED = "failed"
+
+
+def default_runners() -> int:
+    """Model instances per loaded graph: how many threads may be inside it at once (one per core, 2..16;
+    more callers wait for a free one)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(2, min(16, cores))
 
 
 def weights_hash(module: nn.Module) -> str:
@@ -73,6 +93,7 @@ class CompiledEngine:
         cache_dir: str | os.PathLike | None = None,
         rebuild: Mapping[str, object] | None = None,
         subprocess_build: bool = True,
+        runners: int | None = None,
     ) -> None:
         if mode not in (True, "background"):
             raise ValueError(f"compile must be False, True or 'background', not {mode!r}")
@@ -84,8 +105,11 @@ class CompiledEngine:
         self._graphs: dict[tuple[int, ...], Runner | str] = {}
         self._threads: list[threading.Thread] = []
         self._procs: list[subprocess.Popen] = []
+        self.detached: list[subprocess.Popen] = []  # child builds left running by close()
         self._lock = threading.Lock()
-        self.exclusive = threading.Lock()  # held by an in-process export and by the eager forward pass
+        # eager forward passes share it (hold()); an in-process export holds it alone (hold(exclusive=True))
+        self.exclusive = SharedExclusiveLock()
+        self.runners = runners or default_runners()
         self._closed = False
         self._warned = False
         self.build_seconds: dict[tuple[int, ...], float] = {}
@@ -94,11 +118,12 @@ class CompiledEngine:
         self._weights = weights_hash(explainer.model) if self.reason is None else ""
 
     # -- what the explainer asks ----------------------------------------------------------------------------
-    def runner(self, x: Tensor, out_size: tuple[int, int]) -> Runner | None:
-        """The loaded graph for ``x``'s shape and maps of ``out_size``, or None: serve this call eagerly."""
+    def runner(self, x: Tensor) -> Runner | None:
+        """The loaded graph for ``x``'s shape (N, 3, h, w), or None: serve this call eagerly. One graph serves
+        every output size: the maps are resampled after it."""
         if self.reason is not None:
             return None
-        shape = (*x.shape, *out_size)
+        shape = tuple(x.shape)
         got = self._graphs.get(shape)
         if callable(got):
             return got
@@ -118,25 +143,31 @@ class CompiledEngine:
         got = self._graphs.get(shape)
         return got if callable(got) else None
 
-    def label(self, x: Tensor, out_size: tuple[int, int]) -> str:
+    def label(self, x: Tensor) -> str:
         """How a call with ``x``'s shape that did not get a graph was served."""
-        if self.reason is not None or self._graphs.get((*x.shape, *out_size)) == FAILED:
+        if self.reason is not None or self._graphs.get(tuple(x.shape)) == FAILED:
             return "eager (fallback)"
         return "eager (compiling)"
 
-    def close(self) -> None:
-        """Stop a child build still running and wait briefly for builder threads."""
-        self._closed = True
-        for p in self._procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+    def close(self, detach: bool = True) -> None:
+        """Release the loaded graphs. A child build still running is left to finish the cache entry in the
+        background (one line on stderr; :attr:`detached` keeps it), or stopped with ``detach=False``."""
+        with self._lock:
+            self._closed = True
+            running = [p for p in self._procs if p.poll() is None]
+        for p in running:
+            if detach:
+                self.detached.append(p)
+                print(f"rtsal: the compiled graph is still building (process {p.pid}); it finishes in the "
+                      f"background and the next run at this input size starts compiled", file=sys.stderr)
+            else:
+                _stop(p)
         for t in self._threads:
-            t.join(timeout=1)
+            t.join(timeout=0 if running else 1)
+        for got in list(self._graphs.values()):
+            close = getattr(getattr(got, "runner", None), "close", None)
+            if close is not None:
+                close()
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for background builds (tests, benchmarks)."""
@@ -145,15 +176,14 @@ class CompiledEngine:
 
     # -- the spec and the build -----------------------------------------------------------------------------
     def spec(self, shape: tuple[int, ...]) -> dict[str, object]:
-        """Everything that changes the graph of key ``shape`` = (N, 3, h, w, H, W): the cache key."""
+        """Everything that changes the graph of input shape ``shape`` = (N, 3, h, w): the cache key."""
         ex = self.ex
         return {
             "format": FORMAT,
             "model": ex.name,
             "class": f"{type(ex.model).__module__}.{type(ex.model).__qualname__}",
             "weights": self._weights,
-            "shape": list(shape[:4]),
-            "out_size": list(shape[4:]),
+            "shape": list(shape),
             "channels_last": ex.channels_last,
             "method": ex.method,
             "cam": ex.cam_name,
@@ -168,6 +198,7 @@ class CompiledEngine:
             "device": str(ex.device),
             "torch": torch.__version__,
             "cpu": torch.backends.cpu.get_cpu_capability(),
+            "omp": "dynamic",  # kernels size their OpenMP team by the calling thread (graph.build_configs)
         }
 
     def _make(self, shape: tuple[int, ...], background: bool) -> None:
@@ -179,11 +210,15 @@ class CompiledEngine:
             if package is None:
                 if background and self.subprocess_build and self.rebuild is not None:
                     package, source = self._build_in_child(spec, shape), "child"
+                if self._closed:
+                    return
                 if package is None:
                     package = self.cache.store(spec, lambda tmp: self._build_here(shape, tmp))
                     source = "built"
-            run = load_package(package)
-            x = torch.zeros(shape[:4], device=self.ex.device)
+            if self._closed:
+                return
+            run = load_package(package, self.runners, str(self.ex.device))
+            x = torch.zeros(shape, device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             run(x, torch.full((shape[0],), -1, dtype=torch.long, device=self.ex.device))  # warm up
@@ -194,20 +229,25 @@ class CompiledEngine:
             return
         self.build_seconds[shape] = time.perf_counter() - t0
         self.source[shape] = source
-        if not self._closed:
-            self._graphs[shape] = run
+        with self._lock:
+            if not self._closed:
+                self._graphs[shape] = run
+                return
+        close = getattr(getattr(run, "runner", None), "close", None)
+        if close is not None:
+            close()
 
     def graph_module(self, out_size: tuple[int, int] | None = None) -> ExplainGraph:
         """A fresh :class:`ExplainGraph` over a hook-free copy of the explainer's model."""
         return make_graph(self.ex, clean_copy(self.ex.model), out_size)
 
     def _build_here(self, shape: tuple[int, ...], path: Path) -> None:
-        graph = self.graph_module((shape[4], shape[5]))
+        graph = self.graph_module()
         try:
-            x = torch.randn(shape[:4], device=self.ex.device)
+            x = torch.randn(shape, device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            build_package(graph, x, path, export_lock=self.exclusive)
+            build_package(graph, x, path, export_lock=self.exclusive.hold(exclusive=True))
         finally:
             graph.close()
 
@@ -223,27 +263,35 @@ class CompiledEngine:
             torch.save(self.ex.model.state_dict(), state)
             job["explainer"]["weights"] = state
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(job, f)
+            json.dump({**job, "delete": [p for p in (f.name, state) if p]}, f)  # the child removes them
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "1")
-        try:
-            with self._lock:
-                if self._closed:
-                    return None
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "rtsal.engine.build", f.name],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                )
-                self._procs.append(proc)
-            _, err = proc.communicate()
-        finally:
-            os.unlink(f.name)
-            if state is not None:
-                os.unlink(state)
+        proc = None
+        # stderr to an unlinked file, not a pipe: a detached child outlives this process's end of a pipe
+        with tempfile.TemporaryFile() as err:
+            try:
+                with self._lock:
+                    if self._closed:
+                        return None
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "rtsal.engine.build", f.name],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                        start_new_session=True,  # Ctrl-C of the run does not stop a build left to finish
+                    )
+                    self._procs.append(proc)
+                proc.wait()
+            finally:
+                if proc is None or proc.poll() is not None:  # else the running child removes them
+                    for p in (f.name, state):
+                        if p is not None:
+                            with contextlib.suppress(OSError):
+                                os.unlink(p)
+            err.seek(0)
+            text = err.read().decode(errors="replace").strip()
         if proc.returncode == 3:  # the child's model is not this one (see rtsal.engine.build)
             return None
         if proc.returncode != 0:
-            raise RuntimeError(_first_line(err.decode(errors="replace").strip().splitlines()[-1:] or ["?"]))
+            raise RuntimeError(_first_line(text.splitlines()[-1:] or [f"exit status {proc.returncode}"]))
         package = self.cache.lookup(spec)
         if package is None:
             raise RuntimeError("the child build wrote no valid cache entry")
@@ -289,6 +337,17 @@ def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate a child build and reap it (it removes its temporary file on SIGTERM)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _first_line(exc: object) -> str:

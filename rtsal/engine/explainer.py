@@ -160,7 +160,8 @@ class Explainer:
         self.close()
 
     def close(self) -> None:
-        """Remove the hooks (and stop a background build). The explainer cannot be used afterwards."""
+        """Remove the hooks and release the compiled graphs; a child build still running is left to finish
+        its cache entry in the background (one line on stderr). The explainer cannot be used afterwards."""
         if self._compiled is not None:
             self._compiled.close()
         self._recorder.close()
@@ -202,7 +203,7 @@ class Explainer:
         timings["preprocess"] = (t1 - t0) * 1e3
         run = None
         if self._compiled is not None and self._graph_cam(method) == self.cam_name:
-            run = self._compiled.runner(x, out_size)
+            run = self._compiled.runner(x)
         if run is not None:
             from rtsal.engine.compiled import explain_graph
 
@@ -210,7 +211,7 @@ class Explainer:
             tgt = None if target is None else resolve_targets(torch.empty(n, self.info.num_classes), target)
             return explain_graph(self, run, x, out_size, tgt, timings, t0, method or self.method)
         if self._compiled is not None:
-            with self._compiled.exclusive:  # not while a build in this process traces the model
+            with self._compiled.exclusive.hold():  # shared; a build in this process tracing holds it alone
                 logits, acts = self.forward(x)
         else:
             logits, acts = self.forward(x)
@@ -220,7 +221,7 @@ class Explainer:
         t3 = _now(self.device)
         timings["saliency"] = (t3 - t2) * 1e3
         timings["total"] = (t3 - t0) * 1e3
-        engine = "eager" if self._compiled is None else self._compiled.label(x, out_size)
+        engine = "eager" if self._compiled is None else self._compiled.label(x)
         return _with_timings(result, timings, engine)
 
     def _graph_cam(self, method: str | None) -> str:

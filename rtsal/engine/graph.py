@@ -18,13 +18,20 @@ that reads more than that tensor (a skip connection around it) cannot be separat
 one line and the engine stays eager.
 
 :func:`build_package` exports one such graph for one input shape and compiles it with AOTInductor into a
-``.pt2`` package; :func:`load_package` loads it back as a callable ``(x, target) -> GraphOutput``.
+``.pt2`` package; :func:`load_package` loads it back as a callable ``(x, target) -> GraphOutput`` that many
+threads may call at once (the inference streams): see :class:`ParallelRunner`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import os
+import shutil
+import tempfile
+import threading
+import zipfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -42,6 +49,7 @@ __all__ = [
     "ExplainGraph",
     "GraphOutput",
     "HeadError",
+    "ParallelRunner",
     "build_package",
     "clean_copy",
     "load_package",
@@ -278,34 +286,171 @@ def build_package(
             ep = torch.export.export(graph, (example, target), strict=False)
     from torch._inductor import aoti_compile_and_package
 
-    out = aoti_compile_and_package(
-        ep, package_path=str(path), inductor_configs={"freezing": freezing}
-    )
+    out = aoti_compile_and_package(ep, package_path=str(path), inductor_configs=build_configs(freezing))
     return Path(out)
 
 
-def load_package(path: Path) -> Callable[[Tensor, Tensor], GraphOutput]:
-    """Load a package written by :func:`build_package`: a callable ``(x, target) -> GraphOutput``.
+def build_configs(freezing: bool = True) -> dict[str, object]:
+    """The Inductor settings of a build. ``cpp.dynamic_threads``: every parallel kernel opens an OpenMP team
+    of the *calling* thread's size (``torch.set_num_threads``: a stream's budget) instead of the size the
+    build process had (the child build runs on 1 thread, which made every generated kernel serial);
+    ``cpp.threads``: the machine's cores, for the code generator's choice of which loops to parallelise."""
+    return {"freezing": freezing, "cpp.dynamic_threads": True, "cpp.threads": max(2, os.cpu_count() or 2)}
 
-    The package's C++ loader is used directly: ``torch._inductor.aoti_load_package`` wraps the same loader
-    but importing ``torch._inductor`` costs seconds of start-up (it imports ``torch._dynamo``); the graph's
-    inputs and outputs are flat tensors already."""
-    loader_cls = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
-    if loader_cls is None:  # a torch without the C++ loader binding: the public, slower-to-import path
-        from torch._inductor import aoti_load_package
 
-        runner = aoti_load_package(str(path))
+def load_package(
+    path: Path, runners: int = 1, device: str = "cpu"
+) -> Callable[[Tensor, Tensor], GraphOutput]:
+    """Load a package written by :func:`build_package`: a callable ``(x, target) -> GraphOutput``, safe to
+    call from ``runners`` threads at once, in parallel (more callers wait for a free runner).
 
-        def call(x: Tensor, target: Tensor) -> list[Tensor]:
-            return list(runner(x, target))
-    else:
-        loader = loader_cls(str(path), "model", False, 1, -1)
-
-        def call(x: Tensor, target: Tensor) -> list[Tensor]:
-            return loader.boxed_run([x, target])
+    A package of one shared library with its weights inside (what :func:`build_package` writes on the CPU) is
+    called through :class:`ParallelRunner`, which releases the GIL; anything else goes through the package's
+    C++ loader (``torch._C._aoti.AOTIModelPackageLoader``, which holds the GIL for the whole call: measured,
+    concurrent calls then run one at a time and every other Python thread of the process waits). Neither
+    imports ``torch._inductor`` (seconds of start-up: it imports ``torch._dynamo``)."""
+    runner: Callable[..., Sequence[Tensor]]
+    try:
+        if torch.device(device).type != "cpu":
+            raise _NotPlain(device)
+        runner = ParallelRunner(path, runners)
+    except _NotPlain:
+        runner = _torch_loader(path, runners)
 
     def run(x: Tensor, target: Tensor) -> GraphOutput:
-        out = call(x, target)
+        out = runner(x, target)
         return GraphOutput(*out[:5], tuple(out[5:]))
 
+    run.runner = runner  # type: ignore[attr-defined]  # ParallelRunner: close(), peak
     return run
+
+
+def _torch_loader(path: Path, runners: int) -> Callable[..., Sequence[Tensor]]:
+    """torch's loader of the package, called with flat tensors; the public, slower-to-import path only on a
+    torch without the C++ loader binding."""
+    loader_cls = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_cls is None:
+        from torch._inductor.package import load_package as aoti_load
+
+        aoti = aoti_load(str(path), num_runners=runners)
+        return lambda *inputs: list(aoti(*inputs))
+    loader = loader_cls(str(path), "model", False, runners, -1)
+    return lambda *inputs: loader.boxed_run(list(inputs))
+
+
+class _NotPlain(Exception):
+    """The package is not one CPU shared library with its weights inside: use torch's loader."""
+
+
+class ParallelRunner:
+    """An AOTInductor package's model container called through its C interface, without the GIL.
+
+    torch's loader (``aoti_load_package``, ``AOTIModelPackageLoader.boxed_run``) keeps the GIL for the whole
+    call, so N inference streams on the compiled engine ran one at a time, and the capture and render threads
+    of the pipeline stalled for every forward pass. This runner extracts the package's shared library into a
+    private temporary folder (0700, removed once loaded), opens it with :mod:`ctypes` (which releases the GIL
+    during a foreign call) and creates the container with ``runners`` model instances (they share the
+    weights), so that many threads run the graph at once. Tensors cross as AtenTensorHandles
+    (``torch._C._aoti``), exactly as torch's runner does.
+
+    The package must come from a verified cache entry: the library is code and is loaded into this process.
+    Raises :class:`_NotPlain` for a package it cannot run this way (the caller uses torch's loader).
+    """
+
+    def __init__(self, path: Path, runners: int = 1) -> None:
+        if runners < 1:
+            raise ValueError(f"runners must be at least 1, got {runners}")
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if "/data/aotinductor/" in f"/{n}"]
+            libs = [n for n in names if n.endswith(".so")]
+            other = [n for n in names if not n.endswith((".so", ".cpp", ".json", ".h"))]
+            if len(libs) != 1 or other or os.name != "posix":
+                raise _NotPlain(f"{len(libs)} libraries, {len(other)} other files")
+            folder = tempfile.mkdtemp(prefix="rtsal-graph-")  # 0700
+            try:
+                lib_path = os.path.join(folder, "graph.so")
+                with z.open(libs[0]) as src, open(lib_path, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                try:
+                    self._lib = ctypes.CDLL(lib_path)
+                except OSError as exc:
+                    raise _NotPlain(str(exc)) from None
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)  # the mapping stays valid once loaded
+        lib = self._lib
+        try:
+            create = lib.AOTInductorModelContainerCreateWithDevice
+            self._run = lib.AOTInductorModelContainerRun
+            self._delete = lib.AOTInductorModelContainerDelete
+            num_outputs = lib.AOTInductorModelContainerGetNumOutputs
+        except AttributeError as exc:
+            raise _NotPlain(str(exc)) from None
+        vp, size_t = ctypes.c_void_p, ctypes.c_size_t
+        create.argtypes, create.restype = [ctypes.POINTER(vp), size_t, ctypes.c_char_p, ctypes.c_char_p], \
+            ctypes.c_int32
+        self._run.argtypes = [vp, ctypes.POINTER(vp), size_t, ctypes.POINTER(vp), size_t, vp, vp]
+        self._run.restype = ctypes.c_int32
+        self._delete.argtypes, self._delete.restype = [vp], ctypes.c_int32
+        num_outputs.argtypes, num_outputs.restype = [vp, ctypes.POINTER(size_t)], ctypes.c_int32
+        self._handle = vp()
+        if create(ctypes.byref(self._handle), runners, b"cpu", None) != 0:
+            raise RuntimeError("the compiled graph's container could not be created")
+        n = size_t()
+        if num_outputs(self._handle, ctypes.byref(n)) != 0:
+            self.close()
+            raise RuntimeError("the compiled graph's output count could not be read")
+        self.runners = runners
+        self.num_outputs = n.value
+        self._cond = threading.Condition()
+        self._active = 0  # calls inside the container now
+        self.peak = 0  # the most calls that were inside at once (tests, benchmarks)
+
+    def __call__(self, *inputs: Tensor) -> list[Tensor]:
+        """Run the graph on ``inputs`` (dense tensors laid out as at build time); the GIL is released
+        meanwhile. The calling thread's ``torch.set_num_threads`` budget sizes every parallel kernel."""
+        torch.get_num_threads()  # applies torch's thread count to this thread's OpenMP settings (torch: lazy)
+        handles = [_pointer(c) for c in _aoti().unsafe_alloc_void_ptrs_from_tensors(list(inputs))]
+        ins = (ctypes.c_void_p * len(handles))(*handles)
+        outs = (ctypes.c_void_p * self.num_outputs)()
+        with self._cond:
+            if not self._handle:
+                _aoti().alloc_tensors_by_stealing_from_void_ptrs([_capsule(p) for p in handles])  # free them
+                raise RuntimeError("this compiled graph is closed")
+            self._active += 1
+            self.peak = max(self.peak, self._active)
+        try:
+            rc = self._run(self._handle, ins, len(handles), outs, self.num_outputs, None, None)  # steals ins
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+        if rc != 0:
+            raise RuntimeError("the compiled graph failed (see stderr)")
+        return _aoti().alloc_tensors_by_stealing_from_void_ptrs([_capsule(p) for p in outs])
+
+    def close(self) -> None:
+        """Delete the container once the calls inside it have returned; later calls raise RuntimeError."""
+        with self._cond:
+            handle, self._handle = self._handle, ctypes.c_void_p()
+            self._cond.wait_for(lambda: self._active == 0)
+            if handle:
+                self._delete(handle)
+
+
+def _aoti():
+    return torch._C._aoti
+
+
+_get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_get_pointer.restype, _get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+_new_capsule = ctypes.pythonapi.PyCapsule_New
+_new_capsule.restype = ctypes.py_object
+_new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+def _pointer(capsule: object) -> int:
+    return _get_pointer(capsule, None)
+
+
+def _capsule(pointer: int | None) -> object:
+    return _new_capsule(pointer, None, None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rtsal.locks import SharedExclusiveLock
 from rtsal.names import ENGINE_METHODS, METHODS
 
 if TYPE_CHECKING:
@@ -39,37 +39,6 @@ class FrameResult:
     batch: int
     method: str
     window: tuple[int, int] | None = None  # clip models: first and last frame index of the clip explained
-
-
-class _SharedExclusive:
-    """A readers-writer lock: any number of shared holders, or one exclusive holder (writers first)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._shared = 0
-        self._exclusive = False
-        self._waiting_exclusive = 0
-
-    @contextmanager
-    def hold(self, exclusive: bool) -> Iterator[None]:
-        with self._cond:
-            if exclusive:
-                self._waiting_exclusive += 1
-                self._cond.wait_for(lambda: not self._exclusive and self._shared == 0)
-                self._waiting_exclusive -= 1
-                self._exclusive = True
-            else:
-                self._cond.wait_for(lambda: not self._exclusive and self._waiting_exclusive == 0)
-                self._shared += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                if exclusive:
-                    self._exclusive = False
-                else:
-                    self._shared -= 1
-                self._cond.notify_all()
 
 
 class FrameExplainer:
@@ -103,7 +72,7 @@ class FrameExplainer:
         self._cskip = cskip
         self._runners: dict[str, Runner] = {method: runner}
         self._build_lock = threading.Lock()
-        self._model_use = _SharedExclusive()  # engine calls share the model; a comparison method owns it
+        self._model_use = SharedExclusiveLock()  # engine calls share the model; a comparison method owns it
 
     @property
     def class_names(self) -> Sequence[str]:
