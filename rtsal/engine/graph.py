@@ -208,7 +208,8 @@ def trace_head_grad(model: nn.Module, layer: LayerInfo, x: Tensor) -> nn.Module:
     ``model`` (eval mode) is run on ``x`` (N, 3, h, w) to get that output ``a`` (N, C, h', w'); then its
     forward pass with the output replaced by ``a``, the score ``logits[n, target[n]]`` summed over the batch,
     and the gradient are traced with ``make_fx`` (``torch.func.grad``, functionalised, so the trunk's in-place
-    ops do not keep it alive) and everything that does not lead to the gradient is removed. The result takes
+    ops do not keep it alive), the last linear layer's backward becomes a row pick (:func:`_pick_rows`) and
+    everything that does not lead to the gradient is removed. The result takes
     ``(a, target)``, (N, C, h', w') and (N,) long, and returns ``g`` (N, C, h', w'); it holds only aten ops
     and shares the head's parameters with ``model``, so ``torch.export`` can trace it (shapes are fixed to
     ``x``'s). Raises :class:`HeadError` when the logits depend on more than ``a`` (the trunk would stay in
