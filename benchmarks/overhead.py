@@ -51,19 +51,28 @@ def summary(ms: list[float]) -> dict[str, float]:
 
 
 def plain_package(model: torch.nn.Module, x: torch.Tensor, folder: Path):
-    """The plain forward of ``model`` compiled the same way as the engine's graph (export + AOTInductor,
-    freezing): the fair baseline for the compiled explain. Returns (callable, build seconds)."""
-    from torch._inductor import aoti_compile_and_package, aoti_load_package
+    """The plain forward of ``model`` compiled and called exactly as the engine's graph is (export +
+    AOTInductor with the engine's build settings, ``graph.build_configs``; called through the same
+    ``ParallelRunner``): the fair baseline for the compiled explain. Returns (callable, build seconds)."""
+    from torch._inductor import aoti_compile_and_package
+
+    from rtsal.engine.graph import build_configs
 
     t0 = time.perf_counter()
     with torch.inference_mode():
         ep = torch.export.export(model, (x,), strict=False)
-    path = aoti_compile_and_package(
-        ep, package_path=str(folder / "plain.pt2"), inductor_configs={"freezing": True}
-    )
-    run = aoti_load_package(path)
+    path = aoti_compile_and_package(ep, package_path=str(folder / "plain.pt2"),
+                                    inductor_configs=build_configs())
+    run = load_plain(Path(path))
     run(x)
     return run, time.perf_counter() - t0
+
+
+def load_plain(path: Path):
+    """A plain package through the engine's own loader (the same call overhead as the graph's)."""
+    from rtsal.engine.graph import ParallelRunner
+
+    return ParallelRunner(path, 1)
 
 
 WARM_START = """
@@ -156,12 +165,11 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
         from rtsal.engine.compiled import weights_hash
 
         # the plain package is the benchmark's own (not an rtsal cache entry); kept between runs
-        folder = Path(tempfile.gettempdir()) / "rtsal-bench-plain" / f"{name}-{weights_hash(plain_cl)[:12]}"
+        folder = (Path(tempfile.gettempdir()) / "rtsal-bench-plain-v2"
+                  / f"{name}-{'x'.join(map(str, x.shape))}-{weights_hash(plain_cl)[:12]}")
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / "plain.pt2").exists():
-            from torch._inductor import aoti_load_package
-
-            plain_run, plain_build = aoti_load_package(str(folder / "plain.pt2")), None
+            plain_run, plain_build = load_plain(folder / "plain.pt2"), None
         else:
             plain_run, plain_build = plain_package(plain_cl, x, folder)
         extra["plain_build_s"] = plain_build
