@@ -90,18 +90,23 @@ def test_combine_is_weighted_mean_of_upsampled_maps():
 
 
 
-def test_combine_opencv_path_equals_the_traceable_one_for_batches():
+def test_fuse_on_the_host_equals_the_traceable_torch_step():
+    """The CPU path (OpenCV and numpy, in place) gives the maps of the torch step the graphs trace."""
     from rtsal.engine.saliency.combine import resize_bilinear
+    from rtsal.engine.saliency.fastcam import fuse_maps
 
     g = torch.Generator().manual_seed(1)
     maps = [torch.rand(3, *hw, generator=g) for hw in ((7, 7), (14, 9), (20, 30))]
+    cam = torch.rand(3, 5, 4, generator=g)
     w = torch.tensor([0.2, 0.3, 0.5])
-    fast, stack = combine_maps(maps, (20, 30), w)  # OpenCV into one buffer, weighted mean as a matmul
-    ref, ref_stack = combine_maps(maps, (20, 30), w, resize=resize_bilinear)  # F.interpolate, stack, sum
-    assert stack.shape == (3, 3, 20, 30) and fast.shape == (3, 20, 30)
-    assert torch.equal(stack[:, 2], maps[2])  # a map already at the output size is copied as it is
-    assert torch.allclose(stack, ref_stack, atol=1e-5)
-    assert torch.allclose(fast, ref, atol=1e-5)
+    host = fuse_maps(maps, cam, (20, 30), w)
+    ref = fuse_maps(maps, cam, (20, 30), w, resize=resize_bilinear)
+    assert host.scales.shape == (3, 3, 20, 30) and host.fused.shape == (3, 20, 30)
+    assert torch.equal(host.scales[:, 2], maps[2])  # a map already at the output size is copied as it is
+    for a, b in zip(host, ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    cam[1] = 0.25  # a constant CAM: range-normalised to 0, not NaN
+    assert float(fuse_maps(maps, cam, (20, 30), w).cam[1].abs().max()) == 0.0
 
 def hue_of(bgr: torch.Tensor) -> float:
     import cv2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -79,16 +80,20 @@ def _opencv_ok(maps: Tensor) -> bool:
 
 
 def _resize_into(maps: Tensor, out: Tensor) -> None:
-    """OpenCV bilinear resize of (..., h, w) float32 CPU maps into the contiguous (..., H, W) ``out``, one map
-    at a time and without intermediate copies (a map already at (H, W) is copied)."""
+    """OpenCV bilinear resize of (..., h, w) float32 CPU maps into the contiguous (..., H, W) ``out``."""
     h, w = out.shape[-2:]
-    if tuple(maps.shape[-2:]) == (h, w):
-        out.copy_(maps)
-        return
     src = maps.detach().reshape(-1, *maps.shape[-2:]).contiguous().numpy()
-    dst = out.view(-1, h, w).numpy()
-    for s, d in zip(src, dst, strict=True):
-        cv2.resize(s, (w, h), dst=d, interpolation=cv2.INTER_LINEAR)
+    for s, d in zip(src, out.view(-1, h, w).numpy(), strict=True):
+        resize_into(s, d)
+
+
+def resize_into(src: np.ndarray, dst: np.ndarray) -> None:
+    """OpenCV bilinear resize (align_corners=False) of one float32 (h, w) map into the contiguous (H, W)
+    ``dst``, without intermediate copies (a map already at (H, W) is copied)."""
+    if src.shape == dst.shape:
+        dst[...] = src
+    else:
+        cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
 
 
 def upsample_clip(maps: Tensor, size: tuple[int, int, int]) -> Tensor:
@@ -112,17 +117,6 @@ def combine_maps(
     sum to 1. Returns ``(combined, stack)``: (N, H, W) and the per-scale (N, L, H, W).
 
     Clips: (N, t_l, h_l, w_l) maps and ``size`` = (T, H, W) give (N, T, H, W) and (N, L, T, H, W)."""
-    cpu = weights.device.type == "cpu" and all(_opencv_ok(m) for m in maps)
-    if resize is upsample and len(size) == 2 and cpu:
-        # the CPU path of the engine: each map resized straight into its slot, the weighted mean as one
-        # matrix product (no (N, L, H, W) temporaries)
-        n, h, w = maps[0].shape[0], int(size[0]), int(size[1])
-        stack = torch.empty((n, len(maps), h, w), dtype=torch.float32)
-        for i, m in enumerate(maps):
-            for j in range(n):  # stack[j, i] is one contiguous (H, W) map
-                _resize_into(m[j], stack[j, i])
-        combined = torch.matmul(weights.to(torch.float32), stack.view(n, len(maps), h * w))
-        return combined.view(n, h, w), stack
     stack = torch.stack([resize(m, size) for m in maps], dim=1)
     w = weights.view((1, -1) + (1,) * (stack.dim() - 2))
     return (stack * w).sum(dim=1), stack

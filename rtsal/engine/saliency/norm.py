@@ -53,7 +53,10 @@ def gamma_norm(x: Tensor, newton_steps: int = 10) -> Tensor:
     return out.view_as(x).to(x.dtype)
 
 
-def range_norm(x: Tensor, eps: float = 1e-9) -> Tensor:
+RANGE_EPS = 1e-9  # the smallest range range_norm divides by (a constant map gives 0)
+
+
+def range_norm(x: Tensor, eps: float = RANGE_EPS) -> Tensor:
     """``(x - min) / max(max - min, eps)`` per image."""
     flat = x.flatten(1)
     shape = (-1,) + (1,) * (x.dim() - 1)  # per image (N, H, W) or per clip (N, T, H, W)
