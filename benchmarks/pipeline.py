@@ -370,21 +370,41 @@ def main(argv: list[str] | None = None) -> int:
     for v in [x for x in a.variants.split(",") if x and not a.child]:
         c, omp = v.split(":")
         r = run_variant(a, int(c) or None, omp)
-        variants.append({"cores": r["meta"]["cores"], "omp": omp, "model_only_fps": r["model_only"]["fps"],
-                         "runs": [{k: e[k] for k in ("config", "streams", "fps", "ratio_to_model_only",
-                                                      "cpu_ms", "cpu_ms_process_per_frame")}
-                                  for e in r["end_to_end"]]})
+        for rr in (r, r.get("compiled_run")):  # each engine the child ran
+            if rr is None:
+                continue
+            variants.append({
+                "cores": rr["meta"]["cores"], "omp": omp,
+                "engine": "compiled" if rr["meta"].get("compiled") else "eager",
+                "model_only_fps": rr["model_only"]["fps"],
+                "runs": [{k: e[k] for k in ("config", "streams", "fps", "ratio_to_model_only", "cpu_ms",
+                                             "cpu_ms_process_per_frame")} for e in rr["end_to_end"]]})
     result["variants"] = variants
 
     for r in results:
         print_table(r)
     if len(results) > 1:
         print_side_by_side(results[0], results[1])
+    print_variants(variants)
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}", file=sys.stderr)
     return 0
+
+
+def print_variants(variants: list[dict]) -> None:
+    """The same runs on fewer cores (taskset) or another OpenMP wait policy, in child processes."""
+    if not variants:
+        return
+    print("\n| cores | OMP_WAIT_POLICY | engine | model only frames/s | --streams | frames/s | vs model only "
+          "| CPU ms/frame |")
+    print("|---|---|---|---|---|---|---|---|")
+    for v in variants:
+        for e in v["runs"]:
+            print(f"| {v['cores']} | {v['omp']} | {v.get('engine', 'eager')} | {v['model_only_fps']:.1f} "
+                  f"| {e['config']} ({e['streams']}) | {e['fps']:.1f} "
+                  f"| {100 * e['ratio_to_model_only']:.0f}% | {e['cpu_ms_process_per_frame']:.1f} |")
 
 
 def print_table(r: dict) -> None:
@@ -429,15 +449,6 @@ def print_table(r: dict) -> None:
         c = e["cpu_ms"] or {}
         print(f"| --streams {e['config']} | " + " | ".join(
             f"{c[k]:.1f}" if k in c else "-" for k in stages) + " |")
-    if r.get("variants"):
-        print("\n| cores | OMP_WAIT_POLICY | model only | --streams | frames/s | vs model only "
-              "| CPU ms/frame |")
-        print("|---|---|---|---|---|---|---|")
-        for v in r["variants"]:
-            for e in v["runs"]:
-                print(f"| {v['cores']} | {v['omp']} | {v['model_only_fps']:.1f} | {e['config']} "
-                      f"({e['streams']}) | {e['fps']:.1f} | {100 * e['ratio_to_model_only']:.0f}% "
-                      f"| {e['cpu_ms_process_per_frame']:.1f} |")
     if "soak" in r:
         s = r["soak"]
         print(f"\nsoak: {s['frames']} frames at {s['fps']:.1f} fps; "
