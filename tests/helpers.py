@@ -163,3 +163,25 @@ def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
         s = c.streams.video[0]
         frames = list(c.decode(s))
         return [f.to_ndarray(format="rgb24") for f in frames], [float(f.pts * s.time_base) for f in frames]
+
+
+def hook_count(model) -> int:
+    """Forward hooks and pre-hooks left on every module of ``model``."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def all_photos() -> list[np.ndarray]:
+    """Every bundled photo (rtsal/data and rtsal/data/eval), RGB uint8."""
+    names = sorted(p for p in DATA.glob("*.jpg")) + sorted((DATA / "eval").glob("*.jpg"))
+    return [photo(str(p.relative_to(DATA).with_suffix(""))) for p in names]
+
+
+def maps_agree(a, b) -> None:
+    """Two engines' maps agree: same shape, max |diff| <= 0.01, correlation >= 0.999 (unless constant)."""
+    import torch
+
+    assert a.shape == b.shape
+    assert float((a - b).abs().max()) <= 0.01
+    fa, fb = a.flatten().double(), b.flatten().double()
+    if fb.std() > 1e-6:
+        assert float(torch.corrcoef(torch.stack([fa, fb]))[0, 1]) >= 0.999

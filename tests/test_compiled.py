@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers import DATA, photo
+from helpers import all_photos, hook_count, maps_agree, photo
 from torch import nn
 
 from rtsal.cli import main
@@ -38,9 +38,6 @@ def _resnet18() -> nn.Module:
     torch.manual_seed(0)
     return torchvision.models.resnet18(weights=None).eval()
 
-
-def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 @pytest.fixture(scope="module")
@@ -69,23 +66,13 @@ def _frames(*images: np.ndarray) -> np.ndarray:
     return np.stack([cv2.resize(im, FRAME[::-1], interpolation=cv2.INTER_AREA) for im in images])
 
 
-def _photos() -> list[np.ndarray]:
-    names = sorted(p for p in DATA.glob("*.jpg")) + sorted((DATA / "eval").glob("*.jpg"))
-    return [photo(str(p.relative_to(DATA).with_suffix(""))) for p in names]
 
-
-def _agree(a: torch.Tensor, b: torch.Tensor) -> None:
-    assert a.shape == b.shape
-    assert float((a - b).abs().max()) <= 0.01
-    fa, fb = a.flatten().double(), b.flatten().double()
-    if fb.std() > 1e-6:
-        assert float(torch.corrcoef(torch.stack([fa, fb]))[0, 1]) >= 0.999
 
 
 @pytest.mark.slow
 def test_every_bundled_photo_same_top1_and_maps(pair):
     comp, eager = pair
-    photos = _photos()
+    photos = all_photos()
     assert len(photos) >= 8
     if len(photos) % 2:
         photos.append(photos[0])
@@ -99,7 +86,7 @@ def test_every_bundled_photo_same_top1_and_maps(pair):
         assert torch.allclose(rc.topk.probs, re.topk.probs, atol=1e-4)
         assert rc.topk.labels == re.topk.labels
         for name in MAPS:
-            _agree(getattr(rc, name), getattr(re, name))
+            maps_agree(getattr(rc, name), getattr(re, name))
 
 
 @pytest.mark.slow
@@ -111,7 +98,7 @@ def test_explicit_targets(pair):
         assert rc.engine == "compiled"  # (a broadcast target once reached the graph with stride 0)
         assert torch.equal(rc.target, re.target)
         for name in MAPS:
-            _agree(getattr(rc, name), getattr(re, name))
+            maps_agree(getattr(rc, name), getattr(re, name))
     with pytest.raises(UsageError):
         comp.explain(x, target=1000)
     with pytest.raises(UsageError):
@@ -136,7 +123,7 @@ def test_one_graph_serves_every_output_size(pair, monkeypatch):
     for size in (None, "model", (33, 250)):  # the frames' size, the model input's, any other
         r, e = comp.explain(frames, size=size), eager.explain(frames, size=size)
         assert r.engine == "compiled" and r.fused.shape == e.fused.shape
-        _agree(r.fused, e.fused)
+        maps_agree(r.fused, e.fused)
 
 
 @pytest.mark.slow
@@ -150,7 +137,7 @@ def test_warm_cache_loads_without_building(pair, cache_dir, monkeypatch):
         assert r.engine == "compiled"
         assert again._compiled.source[KEY] == "cache"
         assert torch.equal(r.fused, comp.explain(x).fused)
-    assert _hooks(twin) == 0
+    assert hook_count(twin) == 0
     assert oct(os.stat(cache_dir).st_mode & 0o777) == "0o700"
 
 
@@ -230,7 +217,7 @@ def test_compiler_failure_falls_back_with_one_line(tmp_path, monkeypatch, capsys
         assert r1.fused.shape == (1, *SIZE) and torch.isfinite(r1.fused).all()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no working C++ compiler" in err[0] and "eager" in err[0]
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
     assert list((tmp_path / "c").iterdir()) == []  # no half-written entry left behind
 
 
@@ -279,7 +266,7 @@ def test_hooks_gone_after_close(pair):
         assert copied and not (own & copied)
     finally:
         graph.close()
-    assert _hooks(graph.model) == 0
+    assert hook_count(graph.model) == 0
 
 
 class _Statistic(nn.Module):

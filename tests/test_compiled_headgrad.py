@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers import DATA, photo
+from helpers import all_photos, hook_count, maps_agree, photo
 from torch import nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
@@ -32,25 +32,12 @@ KEY = (2, 3, *SIZE)  # the one graph the module builds (every output size shares
 MAPS = ("scales", "smoe", "cam", "fused", "nonclass")
 
 
-def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
 
 def _frames(*images: np.ndarray, size: tuple[int, int] = FRAME) -> np.ndarray:
     return np.stack([cv2.resize(im, size[::-1], interpolation=cv2.INTER_AREA) for im in images])
 
 
-def _photos() -> list[np.ndarray]:
-    names = sorted(p for p in DATA.glob("*.jpg")) + sorted((DATA / "eval").glob("*.jpg"))
-    return [photo(str(p.relative_to(DATA).with_suffix(""))) for p in names]
 
-
-def _agree(a: torch.Tensor, b: torch.Tensor) -> None:
-    assert a.shape == b.shape
-    assert float((a - b).abs().max()) <= 0.01
-    fa, fb = a.flatten().double(), b.flatten().double()
-    if fb.std() > 1e-6:
-        assert float(torch.corrcoef(torch.stack([fa, fb]))[0, 1]) >= 0.999
 
 
 def _same(rc, re) -> None:
@@ -59,7 +46,7 @@ def _same(rc, re) -> None:
     assert torch.equal(rc.target, re.target)
     assert torch.allclose(rc.topk.probs, re.topk.probs, atol=1e-4)
     for name in MAPS:
-        _agree(getattr(rc, name), getattr(re, name))
+        maps_agree(getattr(rc, name), getattr(re, name))
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +70,13 @@ def mobilenet(cache_dir):
     yield comp, eager
     comp.close()
     eager.close()
-    assert _hooks(comp.model) == 0 and _hooks(eager.model) == 0
+    assert hook_count(comp.model) == 0 and hook_count(eager.model) == 0
 
 
 @pytest.mark.slow
 def test_mobilenet_every_bundled_photo_same_top1_and_maps(mobilenet):
     comp, eager = mobilenet
-    photos = _photos()
+    photos = all_photos()
     if len(photos) % 2:
         photos.append(photos[0])
     for i in range(0, len(photos), 2):
@@ -139,7 +126,7 @@ def convnext(cache_dir):
     yield comp, eager
     comp.close()
     eager.close()
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 @pytest.mark.slow
@@ -178,7 +165,7 @@ def test_traced_head_gradient_equals_autograd():
         x = torch.randn(3, 3, 32, 48)
         model = clean_copy(ex.model)
         head = trace_head_grad(model, ex.layers[-1], x)
-        assert _hooks(model) == 0
+        assert hook_count(model) == 0
         # what the eager engine computes: autograd from the recorded last scale-end tensor
         logits, acts = ex.forward(x)
         target = torch.tensor([0, 4, 2])
@@ -207,7 +194,7 @@ def test_head_that_reads_the_trunk_falls_back_with_one_line(tmp_path, capsys):
         assert torch.isfinite(r1.fused).all()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be separated" in err[0] and "eager" in err[0]
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
     assert list((tmp_path / "c").iterdir()) == []
 
 
