@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = folder / "cache"
     rows = {"eager": [demo_run(folder, cache, False, a.frames, a.model) for _ in range(a.runs)]}
     rows["cold cache"] = [demo_run(folder, cache, True, a.frames, a.model)]
-    for _ in range(120):  # a build the cold run left running finishes into the cache (rtsal cache lists it)
-        if any(cache.glob("*.pt2")):
+    for _ in range(300):  # the build the cold run left running finishes its entry (no lock, no temporary)
+        done = [p for p in cache.glob("*.pt2") if not p.name.startswith(".")]
+        if done and not any(cache.glob("*.lock")):
             break
         time.sleep(1)
     rows["warm cache"] = [demo_run(folder, cache, True, a.frames, a.model) for _ in range(a.runs)]
