@@ -268,12 +268,13 @@ def test_five_quick_ctrl_c_still_exit_130_with_a_playable_file(tmp_path):
 # -- a full disk ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 256 KiB tmpfs (skipped where it cannot be mounted: not root, no mount permission)."""
+    """A 64 KiB tmpfs (skipped where it cannot be mounted: not root, no mount permission); the lossless video
+    written to it below is about 230 KiB."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
     try:
