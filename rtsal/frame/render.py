@@ -29,7 +29,9 @@ class FrameRenderer:
     """Draws results over frames: ``renderer(image, frame_result) -> RGB uint8 picture``.
 
     Args:
-        view, cmap, alpha: what to draw (see :mod:`rtsal.names`); change them with :meth:`set_style`.
+        view: what to draw (see :mod:`rtsal.names`); change it, ``cmap`` and ``alpha`` with :meth:`set_style`.
+        cmap: the colour map of the drawn map.
+        alpha: the map's opacity over the frame.
         smooth: weight of the previous frames in an exponential moving average of the maps (0: off).
         labels: how many top classes to write in the corner (0: none).
         label_scale: text scale; default from the frame's width.
