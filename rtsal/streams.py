@@ -9,7 +9,7 @@ switches reach every stream at once, and frames and results cross no process bou
 keep N cores busy. ``torch.set_num_threads`` is process-wide, but each calling thread gets its own OpenMP
 team of that size, so the model's threads total ``streams x threads``.
 
-The ``auto`` rule (:data:`AUTO_RULE`; measured on 1 and 2 cores, see the README's performance section):
+The ``auto`` rule (:data:`AUTO_RULE`; measured on 1 and 2 cores, see docs/performance.md):
 small OpenMP teams scale better than one large team on few cores, and the other stages (decode, draw,
 encode) need CPU too, so the model gets about one thread per core in teams of 1, 2 or 4.
 """

@@ -230,7 +230,7 @@ def add_threads_option(g: argparse._ActionsContainer) -> None:
         metavar="auto|N",
         help="inference streams: N model workers, each on its own frames (default: auto, from the CPU "
         "cores: 1-3 cores -> one stream a core of 1 thread, 4-8 -> streams of 2 threads, more -> of 4, "
-        "at most 8; see the README)",
+        "at most 8; see docs/engine.md)",
     )
     g.add_argument(
         "--threads",

@@ -69,7 +69,7 @@ def export(
     The class names, mean/std, layer names and settings are stored in the metadata (keys ``rtsal.*``).
     N is 1, or any with ``dynamic_batch``.
 
-    Example:
+    Examples:
         >>> import rtsal  # doctest: +SKIP
         >>> rtsal.export("efficientnet-lite0", "lite0.onnx", size=(224, 224))  # doctest: +SKIP
     """
