@@ -119,6 +119,7 @@ def run_server(explainer: FrameExplainer, options: ServeOptions, out: TextIO | N
                                  timeout_graceful_shutdown=3, lifespan="off")
         server = _server(uconfig)
         server_box.append(server)
+        received = stack.enter_context(_signals(server))  # before the address is printed
         engine.start()
         port = sock.getsockname()[1]
         print(page_url(options.host, port, token), file=out, flush=True)
@@ -126,37 +127,45 @@ def run_server(explainer: FrameExplainer, options: ServeOptions, out: TextIO | N
             print(f"rtsal serve: listening on {options.host}:{port}, beyond this machine; anyone who can "
                   "reach it still needs the token", file=sys.stderr, flush=True)
         server.run(sockets=[sock])
-        if server.signum is not None:
-            raise Interrupted("interrupted", code=exit_code(server.signum))
+        if received:
+            raise Interrupted("interrupted", code=exit_code(received[0]))
         if engine.error is not None:
             raise engine.error
     return 0
 
 
 def _server(config: Any) -> Any:
-    """uvicorn's server with rtsal's signal rules: SIGINT, SIGTERM and SIGHUP stop it gracefully and are
-    remembered for the exit code (uvicorn would re-raise them after shutting down, killing the process by
-    SIGTERM or SIGHUP before the clean-up)."""
+    """uvicorn's server, leaving the signals to :func:`_signals` (uvicorn would re-raise them after shutting
+    down, killing the process by SIGTERM or SIGHUP before the clean-up)."""
     import uvicorn
 
     class Server(uvicorn.Server):
-        signum: int | None = None
-
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            old = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
-            try:
-                yield
-            finally:
-                for s, handler in old.items():
-                    signal.signal(s, handler)
-
-        def _on_signal(self, signum: int, frame: Any) -> None:
-            if self.signum is None:
-                self.signum = signum
-            self.handle_exit(signum, frame)
+            yield
 
     return Server(config)
+
+
+@contextlib.contextmanager
+def _signals(server: Any) -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP stop ``server`` gracefully (a second one: at once); the list yielded
+    receives the first signal, for the exit code. Main thread only (elsewhere, nothing is installed)."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if received:
+            server.force_exit = True
+        else:
+            received.append(signum)
+        server.should_exit = True
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    old = {s: signal.signal(s, on_signal) for s in SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
