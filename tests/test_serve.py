@@ -360,3 +360,137 @@ def test_bad_options_exit_2_before_the_model(tmp_path):
         r = subprocess.run([sys.executable, "-m", "rtsal", "serve", *args], cwd=ROOT, capture_output=True,
                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+# -- the page in a real browser -----------------------------------------------------------------------------
+def _browser_or_skip() -> None:
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (Debian's chromium: .ci/run installs it)")
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser test; missing: {', '.join(missing)}")
+        pytest.skip(f"needs {', '.join(missing)}")
+
+
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def canvas(page, selector: str = "#view") -> np.ndarray:
+    """The canvas as RGB uint8, read through the page (what the user sees)."""
+    import base64
+
+    url = page.evaluate(f"document.querySelector('{selector}').toDataURL('image/png')")
+    data = np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8)
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def wait_for(page, js: str, timeout: float = 120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = page.evaluate(js)
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {js}: {page.evaluate('JSON.stringify(rtsal.stats.errors)')}")
+
+
+def detail(picture: np.ndarray) -> float:
+    """Fine structure of a map picture: variance of its Laplacian (a 7x7 CAM upsampled has little)."""
+    grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+@pytest.mark.slow
+def test_the_page_in_chromium_shows_overlays_switches_methods_and_explains_uploads(tmp_path):
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    from rtsal.io.video import VideoReader
+    from rtsal.io.y4m import video_to_y4m
+
+    with VideoReader(DATA / "demo.mp4") as reader:
+        raw = [cv2.resize(f.image, (640, 480), interpolation=cv2.INTER_AREA) for f in reader]
+    clip = tmp_path / "clip.y4m"
+    video_to_y4m(DATA / "demo.mp4", clip, 640, 480, 30)
+    s = Served(tmp_path / "tmp", "--max-upload-mb", "8")
+    figures: dict = {}
+    try:
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM,
+                                   args=[*BROWSER_FLAGS, f"--use-file-for-fake-video-capture={clip}"])
+            try:
+                page = b.new_page(viewport={"width": 1200, "height": 760})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(s.url)
+                wait_for(page, "rtsal.stats.displayed >= 5")
+                # the overlay: the camera's frames with the jet map over them, at the camera's size
+                shown = canvas(page)
+                assert shown.shape == (480, 640, 3)
+                closest = min(np.abs(shown.astype(int) - f).mean() for f in raw)
+                assert closest > 15, closest  # not any frame of the clip: a map is blended over it
+                # the HUD updates: fps, latency and the engine's saliency overhead
+                first = page.inner_text("#hud")
+                wait_for(page, "rtsal.stats.displayed >= 15")
+                hud = page.inner_text("#hud")
+                assert hud != first and "fps" in hud and "ms (+" in page.inner_text("#hud-overhead")
+                assert float(page.inner_text("#hud-fps")) > 0 and page.inner_text("#hud-latency") != "–"
+                assert len(page.query_selector_all("#top5 li")) == 5
+
+                # the same clip measured: frames per second and capture-to-display latency (printed)
+                start = page.evaluate("[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.length]")
+                time.sleep(12)
+                end = page.evaluate("[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.slice("
+                                    f"{start[2]})]")
+                figures["browser_fps"] = (end[0] - start[0]) / ((end[1] - start[1]) / 1000)
+                figures["latency_median_ms"] = float(np.median(end[2]))
+                figures["server"] = json.loads(s.get("/api/stats")[2])
+
+                # switching method changes the map: the map view, SMOE (fine detail) then Grad-CAM (7x7, smooth)
+                page.select_option("#view-select", "map")
+                page.select_option("#method", "smoe")
+                wait_for(page, "rtsal.stats.method === 'smoe' && rtsal.stats.view === 'map'")
+                wait_for(page, f"rtsal.stats.displayed >= {end[0] + 3}")
+                smoe_map = canvas(page)
+                page.select_option("#method", "gradcam")
+                wait_for(page, "rtsal.stats.method === 'gradcam'")
+                at = page.evaluate("rtsal.stats.displayed")
+                wait_for(page, f"rtsal.stats.displayed >= {at + 2}")
+                cam_map = canvas(page)
+                assert np.abs(smoe_map.astype(int) - cam_map).mean() > 10
+                assert detail(smoe_map) > 3 * detail(cam_map), (detail(smoe_map), detail(cam_map))
+
+                # an upload returns its explanation and a download
+                page.set_input_files("#upload", str(DATA / "coffee.jpg"))
+                upload = wait_for(page, "rtsal.stats.upload")
+                assert upload["ok"] and upload["type"] == "image/png" and upload["top"], upload
+                wait_for(page, "document.querySelector('#upload-output').naturalWidth > 0")
+                assert page.get_attribute("#download", "href").startswith("blob:")
+                assert page.get_attribute("#download", "download") == "coffee-rtsal.png"
+                assert not errors, errors
+                page.screenshot(path=str(tmp_path / "page.png"))
+            finally:
+                b.close()
+    finally:
+        code, err = s.stop()
+    assert code == 130, err
+
+    # rtsal webcam on the same clip, same engine, no window: the rate the browser client is compared with
+    stats_path = tmp_path / "webcam.json"
+    r = subprocess.run([sys.executable, "-m", "rtsal", "webcam", "--source", str(clip), "--no-window",
+                        "--max-frames", "150", "--stats-json", str(stats_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), "RTSAL_COMPILE": "0"})
+    assert r.returncode == 0, r.stderr
+    webcam_fps = json.loads(stats_path.read_text())["fps"]
+    print(f"\nrtsal serve in Chromium at 640x480: {figures['browser_fps']:.1f} fps "
+          f"({100 * figures['browser_fps'] / webcam_fps:.0f}% of rtsal webcam --source on the same clip: "
+          f"{webcam_fps:.1f} fps); capture-to-display latency median {figures['latency_median_ms']:.0f} ms; "
+          f"server: forward {figures['server']['forward_ms']} ms, saliency {figures['server']['saliency_ms']} ms "
+          f"(+{figures['server']['saliency_overhead_pct']}%) [timings on a loaded machine]")
