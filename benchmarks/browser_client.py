@@ -14,19 +14,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("RTSAL_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--disable-quic", "--autoplay-policy=no-user-gesture-required"]
-PAGE_STATS = ("({displayed: rtsal.stats.displayed, sent: rtsal.stats.sent, fps: rtsal.stats.fps, "
-              "latencies: rtsal.stats.latencies, errors: rtsal.stats.errors, header: rtsal.stats.header})")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--autoplay-policy=no-user-gesture-required",
+]
+PAGE_STATS = (
+    "({displayed: rtsal.stats.displayed, sent: rtsal.stats.sent, fps: rtsal.stats.fps, "
+    "latencies: rtsal.stats.latencies, errors: rtsal.stats.errors, header: rtsal.stats.header})"
+)
 
 
 @contextlib.contextmanager
 def server(*args: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """``rtsal serve --port 0 ARGS``: yields (process, page address); SIGINT and wait on exit."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-m", "rtsal", "serve", "--port", "0", *args], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rtsal", "serve", "--port", "0", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = p.stdout.readline().strip()
         if not url.startswith("http://"):
@@ -47,8 +63,9 @@ def browser(y4m: Path) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM,
-                               args=[*FLAGS, f"--use-file-for-fake-video-capture={y4m}"])
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*FLAGS, f"--use-file-for-fake-video-capture={y4m}"]
+        )
         try:
             yield b
         finally:

@@ -50,10 +50,20 @@ def main() -> int:
             t0 = time.time()
             while time.time() - t0 < args.minutes * 60:
                 s = json.loads(urllib.request.urlopen(stats_url, timeout=10).read())
-                samples.append({"t_s": round(time.time() - t0, 1), "rss_mb": round(rss_mb(proc.pid), 1),
-                                "frames": s["frames"], "fps": s["fps"], "dropped": s["dropped"]})
-                print(f"{samples[-1]['t_s']:7.1f} s  rss {samples[-1]['rss_mb']:7.1f} MB  "
-                      f"frames {s['frames']:6d}  fps {s['fps']:5.1f}", flush=True)
+                samples.append(
+                    {
+                        "t_s": round(time.time() - t0, 1),
+                        "rss_mb": round(rss_mb(proc.pid), 1),
+                        "frames": s["frames"],
+                        "fps": s["fps"],
+                        "dropped": s["dropped"],
+                    }
+                )
+                print(
+                    f"{samples[-1]['t_s']:7.1f} s  rss {samples[-1]['rss_mb']:7.1f} MB  "
+                    f"frames {s['frames']:6d}  fps {s['fps']:5.1f}",
+                    flush=True,
+                )
                 time.sleep(args.every)
             page_stats = wait_displayed(page, 0, 1)
     after = [x for x in samples if x["t_s"] >= args.warmup] or samples
@@ -62,14 +72,24 @@ def main() -> int:
     peak = max(x["rss_mb"] for x in after)
     lat = sorted(page_stats["latencies"])
     result = {
-        "minutes": args.minutes, "samples": samples, "rss_after_warmup_mb": base, "rss_last_mb": last,
-        "rss_peak_mb": peak, "drift_pct": round(100 * (last - base) / base, 2),
-        "frames": samples[-1]["frames"], "page_displayed": page_stats["displayed"],
+        "minutes": args.minutes,
+        "samples": samples,
+        "rss_after_warmup_mb": base,
+        "rss_last_mb": last,
+        "rss_peak_mb": peak,
+        "drift_pct": round(100 * (last - base) / base, 2),
+        "frames": samples[-1]["frames"],
+        "page_displayed": page_stats["displayed"],
         "page_latency_median_ms": lat[len(lat) // 2] if lat else None,
-        "machine": {"cpu": platform.processor() or platform.machine(), "note": "shared, loaded 2-core machine"},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "note": "shared, loaded 2-core machine",
+        },
     }
-    print(f"\nRSS after warm-up {base:.1f} MB, last {last:.1f} MB, peak {peak:.1f} MB, "
-          f"drift {result['drift_pct']:+.2f}% over {args.minutes:g} min; {result['frames']} frames explained")
+    print(
+        f"\nRSS after warm-up {base:.1f} MB, last {last:.1f} MB, peak {peak:.1f} MB, "
+        f"drift {result['drift_pct']:+.2f}% over {args.minutes:g} min; {result['frames']} frames explained"
+    )
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -75,7 +74,9 @@ def test_frames_are_checked_before_decoding():
         parse_frame(bytes(200_001), limits)
     assert e.value.code == 1009
     with pytest.raises(BadMessage) as e:
-        parse_frame(struct.pack(">I", 1) + cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes(), limits)
+        parse_frame(
+            struct.pack(">I", 1) + cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes(), limits
+        )
     assert e.value.code == 1003
     with pytest.raises(BadMessage):
         parse_frame(b"\x00\x01", limits)
@@ -85,11 +86,19 @@ def test_settings_are_type_checked():
     args = (ClientSettings(), ("fastcam", "smoe"), ("overlay", "lovi"), ("jet", "turbo"))
     new = parse_settings('{"type": "settings", "method": "smoe", "alpha": 0.25, "smooth": 0.5}', *args)
     assert new == ClientSettings(method="smoe", alpha=0.25, smooth=0.5)
-    for bad in ('{"type": "settings", "method": "nope"}', '{"type": "settings", "alpha": 2}',
-                '{"type": "settings", "alpha": "0.5"}', '{"type": "settings", "alpha": true}',
-                '{"type": "settings", "smooth": 1}', '{"type": "settings", "alpha": NaN}',
-                '{"type": "settings", "x": 1}', '{"type": "other"}', "[1, 2]", "{not json",
-                "[" * 100_000):
+    for bad in (
+        '{"type": "settings", "method": "nope"}',
+        '{"type": "settings", "alpha": 2}',
+        '{"type": "settings", "alpha": "0.5"}',
+        '{"type": "settings", "alpha": true}',
+        '{"type": "settings", "smooth": 1}',
+        '{"type": "settings", "alpha": NaN}',
+        '{"type": "settings", "x": 1}',
+        '{"type": "other"}',
+        "[1, 2]",
+        "{not json",
+        "[" * 100_000,
+    ):
         with pytest.raises(BadMessage):
             parse_settings(bad, *args)
 
@@ -98,8 +107,12 @@ def test_uploads_must_be_what_they_say():
     jpg = jpeg(photo("coffee"))
     assert sniff_upload(jpg, "image/jpeg") == "jpeg"
     assert sniff_upload((DATA / "demo.mp4").read_bytes()[:64], "video/mp4") == "mp4"
-    for head, kind in ((jpg, "video/mp4"), (b"<html>" + bytes(60), "image/png"), (jpg, "text/html"),
-                       (b"RIFF\x00\x00\x00\x00WAVE", "video/x-msvideo")):
+    for head, kind in (
+        (jpg, "video/mp4"),
+        (b"<html>" + bytes(60), "image/png"),
+        (jpg, "text/html"),
+        (b"RIFF\x00\x00\x00\x00WAVE", "video/x-msvideo"),
+    ):
         with pytest.raises(BadMessage):
             sniff_upload(head, kind)
 
@@ -112,15 +125,23 @@ class Served:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp), "RTSAL_COMPILE": "0"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "rtsal", "serve", "--port", "0", *args], cwd=ROOT,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtsal", "serve", "--port", "0", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.url = self.proc.stdout.readline().strip()
         assert self.url.startswith("http://127.0.0.1:"), (self.url, self.stop()[1])
         self.base, self.token = self.url.split("/?token=")
         self.port = int(self.base.rsplit(":", 1)[1])
         self.host = f"127.0.0.1:{self.port}"
 
-    def get(self, path: str, token: str | None = "good", headers: dict | None = None, data: bytes | None = None):
+    def get(
+        self, path: str, token: str | None = "good", headers: dict | None = None, data: bytes | None = None
+    ):
         """(status, headers, body) of a request; ``token`` "good" means the server's."""
         token = self.token if token == "good" else token
         sep = "&" if "?" in path else "?"
@@ -188,7 +209,9 @@ def test_frames_over_the_websocket_come_back_explained(served):
         rid, header, picture = results[-1]
         assert picture.shape == (240, 320, 3) and np.abs(picture.astype(int) - frame).mean() > 10  # drawn on
         assert len(header["top"]) == 5 and header["top"][0][1] >= header["top"][4][1]
-        assert header["method"] == "fastcam" and header["forward_ms"] > 0 and header["saliency_ms"] is not None
+        assert (
+            header["method"] == "fastcam" and header["forward_ms"] > 0 and header["saliency_ms"] is not None
+        )
         ws.send(json.dumps({"type": "settings", "view": "map", "method": "smoe"}))
         _, header2, mapped = explain_frames(ws, 1, frame, first_id=4)[0]
         assert header2["method"] == "smoe" and header2["view"] == "map"
@@ -217,16 +240,26 @@ def test_every_request_needs_the_token(served):
 def test_the_websocket_needs_the_token_and_its_own_origin(served):
     from websockets.exceptions import InvalidStatus
 
-    for kw in ({"token": None}, {"token": "wrong"}, {"origin": "http://evil.example"},
-               {"origin": f"http://localhost:{served.port + 1}"}):
+    for kw in (
+        {"token": None},
+        {"token": "wrong"},
+        {"origin": "http://evil.example"},
+        {"origin": f"http://localhost:{served.port + 1}"},
+    ):
         with pytest.raises(InvalidStatus) as e:
             served.ws(**kw).__enter__()
         assert e.value.response.status_code == 403, kw
     with served.ws(origin=None) as ws:  # a script (no Origin) with the token
         hello(ws)
     # a page on another site posting an upload with the token it somehow learnt: refused too
-    assert served.get("/api/explain", data=jpeg(photo("coffee")), headers={
-        "Content-Type": "image/jpeg", "Origin": "http://evil.example"})[0] == 403
+    assert (
+        served.get(
+            "/api/explain",
+            data=jpeg(photo("coffee")),
+            headers={"Content-Type": "image/jpeg", "Origin": "http://evil.example"},
+        )[0]
+        == 403
+    )
 
 
 def test_a_foreign_host_header_is_refused(served):
@@ -281,8 +314,11 @@ def test_uploads_are_explained_checked_and_deleted(served):
     assert len(private) == 1 and (private[0].stat().st_mode & 0o077) == 0  # 0700
     image = jpeg(cv2.resize(photo("coffee"), (320, 240)))
     settings = json.dumps({"type": "settings", "view": "side", "cmap": "turbo"})
-    status, headers, body = served.get(f"/api/explain?settings={urllib.request.quote(settings)}", data=image,
-                                       headers={"Content-Type": "image/jpeg"})
+    status, headers, body = served.get(
+        f"/api/explain?settings={urllib.request.quote(settings)}",
+        data=image,
+        headers={"Content-Type": "image/jpeg"},
+    )
     assert status == 200 and headers["Content-Type"] == "image/png"
     picture = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape == (240, 960, 3)  # side by side: frame, map, overlay
@@ -303,9 +339,17 @@ def test_uploads_are_explained_checked_and_deleted(served):
     assert served.get("/api/explain", data=b"<script>" * 10, headers={"Content-Type": "image/png"})[0] == 415
     assert served.get("/api/explain", data=bytes(2**20 + 1), headers={"Content-Type": "image/jpeg"})[0] == 413
     bad = json.dumps({"type": "settings", "method": "rm -rf"})
-    assert served.get(f"/api/explain?settings={urllib.request.quote(bad)}", data=image,
-                      headers={"Content-Type": "image/jpeg"})[0] == 400
-    assert served.get("/api/explain", token=None, data=image, headers={"Content-Type": "image/jpeg"})[0] == 403
+    assert (
+        served.get(
+            f"/api/explain?settings={urllib.request.quote(bad)}",
+            data=image,
+            headers={"Content-Type": "image/jpeg"},
+        )[0]
+        == 400
+    )
+    assert (
+        served.get("/api/explain", token=None, data=image, headers={"Content-Type": "image/jpeg"})[0] == 403
+    )
     assert list(private[0].iterdir()) == []  # every upload's folder is gone
 
 
@@ -357,8 +401,14 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_no_files(tmp_path):
 
 def test_bad_options_exit_2_before_the_model(tmp_path):
     for args in (["--port", "70000"], ["--max-clients", "0"], ["--alpha", "3"], ["--smooth", "1"]):
-        r = subprocess.run([sys.executable, "-m", "rtsal", "serve", *args], cwd=ROOT, capture_output=True,
-                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        r = subprocess.run(
+            [sys.executable, "-m", "rtsal", "serve", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
 
@@ -377,9 +427,17 @@ def _browser_or_skip() -> None:
         pytest.skip(f"needs {', '.join(missing)}")
 
 
-BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
-                 "--use-fake-device-for-media-stream", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+BROWSER_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def canvas(page, selector: str = "#view") -> np.ndarray:
@@ -423,8 +481,9 @@ def test_the_page_in_chromium_shows_overlays_switches_methods_and_explains_uploa
     figures: dict = {}
     try:
         with sync_playwright() as pw:
-            b = pw.chromium.launch(executable_path=CHROMIUM,
-                                   args=[*BROWSER_FLAGS, f"--use-file-for-fake-video-capture={clip}"])
+            b = pw.chromium.launch(
+                executable_path=CHROMIUM, args=[*BROWSER_FLAGS, f"--use-file-for-fake-video-capture={clip}"]
+            )
             try:
                 page = b.new_page(viewport={"width": 1200, "height": 760})
                 errors: list[str] = []
@@ -445,15 +504,18 @@ def test_the_page_in_chromium_shows_overlays_switches_methods_and_explains_uploa
                 assert len(page.query_selector_all("#top5 li")) == 5
 
                 # the same clip measured: frames per second and capture-to-display latency (printed)
-                start = page.evaluate("[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.length]")
+                start = page.evaluate(
+                    "[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.length]"
+                )
                 time.sleep(12)
-                end = page.evaluate("[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.slice("
-                                    f"{start[2]})]")
+                end = page.evaluate(
+                    f"[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.slice({start[2]})]"
+                )
                 figures["browser_fps"] = (end[0] - start[0]) / ((end[1] - start[1]) / 1000)
                 figures["latency_median_ms"] = float(np.median(end[2]))
                 figures["server"] = json.loads(s.get("/api/stats")[2])
 
-                # switching method changes the map: the map view, SMOE (fine detail) then Grad-CAM (7x7, smooth)
+                # switching method changes the map: the map view, SMOE (fine detail), Grad-CAM (7x7, smooth)
                 page.select_option("#view-select", "map")
                 page.select_option("#method", "smoe")
                 wait_for(page, "rtsal.stats.method === 'smoe' && rtsal.stats.view === 'map'")
@@ -484,13 +546,33 @@ def test_the_page_in_chromium_shows_overlays_switches_methods_and_explains_uploa
 
     # rtsal webcam on the same clip, same engine, no window: the rate the browser client is compared with
     stats_path = tmp_path / "webcam.json"
-    r = subprocess.run([sys.executable, "-m", "rtsal", "webcam", "--source", str(clip), "--no-window",
-                        "--max-frames", "150", "--stats-json", str(stats_path)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), "RTSAL_COMPILE": "0"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rtsal",
+            "webcam",
+            "--source",
+            str(clip),
+            "--no-window",
+            "--max-frames",
+            "150",
+            "--stats-json",
+            str(stats_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "RTSAL_COMPILE": "0"},
+    )
     assert r.returncode == 0, r.stderr
     webcam_fps = json.loads(stats_path.read_text())["fps"]
-    print(f"\nrtsal serve in Chromium at 640x480: {figures['browser_fps']:.1f} fps "
-          f"({100 * figures['browser_fps'] / webcam_fps:.0f}% of rtsal webcam --source on the same clip: "
-          f"{webcam_fps:.1f} fps); capture-to-display latency median {figures['latency_median_ms']:.0f} ms; "
-          f"server: forward {figures['server']['forward_ms']} ms, saliency {figures['server']['saliency_ms']} ms "
-          f"(+{figures['server']['saliency_overhead_pct']}%) [timings on a loaded machine]")
+    print(
+        f"\nrtsal serve in Chromium at 640x480: {figures['browser_fps']:.1f} fps "
+        f"({100 * figures['browser_fps'] / webcam_fps:.0f}% of rtsal webcam --source on the same clip: "
+        f"{webcam_fps:.1f} fps); capture-to-display latency median {figures['latency_median_ms']:.0f} ms; "
+        f"server: forward {figures['server']['forward_ms']} ms, "
+        f"saliency {figures['server']['saliency_ms']} ms "
+        f"(+{figures['server']['saliency_overhead_pct']}%) [timings on a loaded machine]"
+    )
