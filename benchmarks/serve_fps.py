@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from browser_client import ROOT, browser, server, wait_displayed
+from browser_client import ROOT, browser, chromium_pids, cpu_s, server, wait_displayed
 
 sys.path.insert(0, str(ROOT))
 
@@ -54,14 +54,22 @@ def webcam_round(clip: Path, frames: int, engine_args: list[str], folder: Path) 
     )
     s = json.loads(stats.read_text())
     lat = s.get("display_latency_ms") or s["latency_ms"]
-    return {"fps": s["fps"], "latency_median_ms": lat["median"], "engines": s.get("engines")}
+    return {
+        "fps": s["fps"],
+        "latency_median_ms": lat["median"],
+        "engines": s.get("engines"),
+        "cpu_ms_per_frame": s.get("cpu_ms_process_per_frame"),
+    }
 
 
-def browser_round(page, seconds: float) -> dict:
+def browser_round(page, seconds: float, server_pid: int) -> dict:
     page.click("#pause")  # resume
     wait_displayed(page, page.evaluate("rtsal.stats.displayed") + 3, 120)  # past the pause
     n0, t0, k0 = page.evaluate("[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.length]")
+    browser_pids = chromium_pids()
+    c_browser, c_server = cpu_s(browser_pids), cpu_s([server_pid])
     time.sleep(seconds)
+    c_browser, c_server = cpu_s(browser_pids) - c_browser, cpu_s([server_pid]) - c_server
     n1, t1, lat = page.evaluate(
         f"[rtsal.stats.displayed, performance.now(), rtsal.stats.latencies.slice({k0})]"
     )
@@ -74,6 +82,10 @@ def browser_round(page, seconds: float) -> dict:
         "forward_ms": header.get("forward_ms"),
         "saliency_ms": header.get("saliency_ms"),
         "saliency_overhead_pct": header.get("saliency_overhead_pct"),
+        "cpu_ms_per_frame": {
+            "chromium": 1e3 * c_browser / max(1, n1 - n0),
+            "server": 1e3 * c_server / max(1, n1 - n0),
+        },
     }
 
 
@@ -120,6 +132,11 @@ def main() -> int:
         "webcam_fps_median": statistics.median(r["webcam"]["fps"] for r in rounds),
         "browser_latency_median_ms": statistics.median(r["browser"]["latency_median_ms"] for r in rounds),
         "webcam_latency_median_ms": statistics.median(r["webcam"]["latency_median_ms"] for r in rounds),
+        "cpu_ms_per_frame_median": {
+            "webcam": statistics.median(r["webcam"]["cpu_ms_per_frame"] or 0 for r in rounds),
+            "server": statistics.median(r["browser"]["cpu_ms_per_frame"]["server"] for r in rounds),
+            "chromium": statistics.median(r["browser"]["cpu_ms_per_frame"]["chromium"] for r in rounds),
+        },
         "engine_args": engine_args,
         "size": "640x480, 30 fps fake camera",
         "machine": {
@@ -135,7 +152,10 @@ def main() -> int:
         f"| rtsal serve, Chromium | {result['browser_fps_median']:.1f} | "
         f"{result['browser_latency_median_ms']:.0f} |\n\n"
         f"browser / webcam: median {result['ratio_median']:.2f} "
-        f"(min {result['ratio_min']:.2f}, max {result['ratio_max']:.2f}) over {len(rounds)} rounds"
+        f"(min {result['ratio_min']:.2f}, max {result['ratio_max']:.2f}) over {len(rounds)} rounds\n"
+        f"CPU ms per frame (medians): webcam process {result['cpu_ms_per_frame_median']['webcam']:.0f}, "
+        f"server {result['cpu_ms_per_frame_median']['server']:.0f}, "
+        f"Chromium {result['cpu_ms_per_frame_median']['chromium']:.0f}"
     )
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

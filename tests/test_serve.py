@@ -576,3 +576,18 @@ def test_the_page_in_chromium_shows_overlays_switches_methods_and_explains_uploa
         f"saliency {figures['server']['saliency_ms']} ms "
         f"(+{figures['server']['saliency_overhead_pct']}%) [timings on a loaded machine]"
     )
+
+
+def test_help_imports_no_web_framework_and_a_missing_one_is_one_line():
+    code = (
+        "import sys, rtsal.cli; rtsal.cli.build_parser(); "
+        "print([m for m in ('torch', 'starlette', 'uvicorn', 'websockets') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+    code = "import sys; sys.modules['uvicorn'] = None; from rtsal.cli import main; sys.exit(main(['serve']))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "rtsal serve: error: rtsal serve needs a web server (uvicorn is not installed): "
+        'pip install "rtsal[serve]"'
+    ]

@@ -110,7 +110,7 @@ def run_server(explainer: FrameExplainer, options: ServeOptions, out: TextIO | N
         workdir = stack.enter_context(_private_folder())
         methods = tuple(m for m in explainer.methods)
         config = AppConfig(token=token, host=options.host, limits=options.limits, defaults=options.defaults,
-                           methods=methods, views=VIEWS, cmaps=CMAPS, inflight=engine.streams + 1,
+                           methods=methods, views=VIEWS, cmaps=CMAPS, inflight=max(2, engine.streams),
                            model=options.model)
         app = guarded(build_app(engine, config, workdir), config)
         uconfig = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,

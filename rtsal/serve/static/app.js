@@ -1,6 +1,6 @@
 // rtsal serve: the page. Camera frames go to the server over one WebSocket as JPEG (4-byte frame id first);
-// the newest result comes back (frame id, JSON header, JPEG). A few frames may be in flight (the server's
-// inference streams + 1); the server keeps only the newest frame of each page, so nothing queues.
+// the newest result comes back (frame id, JSON header, JPEG). A few frames may be in flight (one per inference
+// stream of the server, at least 2); the server keeps only the newest frame of each page, so nothing queues.
 "use strict";
 
 const token = document.body.dataset.token;
