@@ -107,14 +107,14 @@ def main() -> int:
         clip = folder / "clip.y4m"
         video_to_y4m(ROOT / "rtsal" / "data" / "demo.mp4", clip, 640, 480, 30)
         webcam_round(clip, 30, engine_args, folder)  # warm-up: the compiled graph's cache, file caches
-        with server(*engine_args) as (_, url), browser(clip) as b:
+        with server(*engine_args) as (proc, url), browser(clip) as b:
             page = b.new_page()
             page.goto(url)
             wait_displayed(page, 20, 300)
             page.click("#pause")
             for k in range(args.rounds):
                 w = webcam_round(clip, args.webcam_frames, engine_args, folder)
-                s = browser_round(page, args.seconds)
+                s = browser_round(page, args.seconds, proc.pid)
                 rounds.append({"webcam": w, "browser": s, "ratio": s["fps"] / w["fps"]})
                 print(
                     f"round {k + 1}: webcam {w['fps']:5.1f} fps, latency {w['latency_median_ms']:6.1f} ms | "

@@ -209,8 +209,15 @@ def build_app(engine: ServeEngine, config: AppConfig, workdir: Path) -> Starlett
         await websocket.accept()
         loop = asyncio.get_running_loop()
         outbox = _Outbox()
+
+        def deliver(message: bytes) -> None:  # the render thread's way into this event loop
+            try:
+                loop.call_soon_threadsafe(outbox.put, message)
+            except RuntimeError:  # the loop has closed: the server is stopping
+                pass
+
         try:
-            client = engine.source.add(lambda m: loop.call_soon_threadsafe(outbox.put, m), config.defaults)
+            client = engine.source.add(deliver, config.defaults)
         except TooManyClients as exc:
             await websocket.send_text(json.dumps({"type": "error", "message": str(exc)}))
             await websocket.close(TRY_LATER, reason="too many clients")
