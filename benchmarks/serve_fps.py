@@ -122,6 +122,11 @@ def main() -> int:
                     f"({s['engine']}) | ratio {rounds[-1]['ratio']:.2f}",
                     flush=True,
                 )
+            # the page paused, its camera still playing: what Chromium costs without any rtsal frame
+            pids = chromium_pids()
+            c0, t0 = cpu_s(pids), time.perf_counter()
+            time.sleep(10)
+            idle_cpu_ms_per_s = 1e3 * (cpu_s(pids) - c0) / (time.perf_counter() - t0)
     ratios = [r["ratio"] for r in rounds]
     result = {
         "rounds": rounds,
@@ -137,6 +142,7 @@ def main() -> int:
             "server": statistics.median(r["browser"]["cpu_ms_per_frame"]["server"] for r in rounds),
             "chromium": statistics.median(r["browser"]["cpu_ms_per_frame"]["chromium"] for r in rounds),
         },
+        "chromium_paused_cpu_ms_per_s": idle_cpu_ms_per_s,
         "engine_args": engine_args,
         "size": "640x480, 30 fps fake camera",
         "machine": {
@@ -155,7 +161,8 @@ def main() -> int:
         f"(min {result['ratio_min']:.2f}, max {result['ratio_max']:.2f}) over {len(rounds)} rounds\n"
         f"CPU ms per frame (medians): webcam process {result['cpu_ms_per_frame_median']['webcam']:.0f}, "
         f"server {result['cpu_ms_per_frame_median']['server']:.0f}, "
-        f"Chromium {result['cpu_ms_per_frame_median']['chromium']:.0f}"
+        f"Chromium {result['cpu_ms_per_frame_median']['chromium']:.0f}; Chromium with the page paused "
+        f"(camera on): {idle_cpu_ms_per_s:.0f} ms of CPU per second"
     )
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -500,6 +500,7 @@ def test_the_page_in_chromium_shows_overlays_switches_methods_and_explains_uploa
                 wait_for(page, "rtsal.stats.displayed >= 15")
                 hud = page.inner_text("#hud")
                 assert hud != first and "fps" in hud and "ms (+" in page.inner_text("#hud-overhead")
+                assert int(page.inner_text("#hud-frames")) >= 15
                 assert float(page.inner_text("#hud-fps")) > 0 and page.inner_text("#hud-latency") != "–"
                 assert len(page.query_selector_all("#top5 li")) == 5
 

@@ -9,7 +9,7 @@ const ui = {
   view: q("view"), status: q("status"), camera: q("camera"), viewSelect: q("view-select"), method: q("method"),
   cmap: q("cmap"), alpha: q("alpha"), alphaOut: q("alpha-out"), smooth: q("smooth"), smoothOut: q("smooth-out"),
   pause: q("pause"), top5: q("top5"), fps: q("hud-fps"), latency: q("hud-latency"), overhead: q("hud-overhead"),
-  engine: q("hud-engine"), upload: q("upload"), uploadStatus: q("upload-status"), uploadResult: q("upload-result"),
+  engine: q("hud-engine"), frames: q("hud-frames"), upload: q("upload"), uploadStatus: q("upload-status"), uploadResult: q("upload-result"),
   download: q("download"), serverFps: q("server-fps"), serverFrames: q("server-frames"),
   video: q("camera-video"), grab: q("grab"),
 };
@@ -130,6 +130,7 @@ async function onResult(buffer) {
 
 function drawHud(h) {
   ui.fps.textContent = stats.fps.toFixed(1);
+  ui.frames.textContent = stats.displayed;
   ui.latency.textContent = stats.latencyMedian === null ? "–" : stats.latencyMedian.toFixed(0);
   ui.overhead.textContent = h.saliency_ms === null ? "–"
     : `${h.saliency_ms.toFixed(1)} ms (+${h.saliency_overhead_pct.toFixed(1)}%)`;
