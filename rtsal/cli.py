@@ -17,7 +17,8 @@ from typing import NoReturn
 from rtsal import __version__
 from rtsal.errors import Interrupted, RtsalError, UsageError
 
-COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "batch", "bench", "export", "cache")
+COMMANDS = ("image", "demo", "layers", "webcam", "eval", "video", "batch", "bench", "export", "cache",
+            "serve")
 
 
 class Parser(argparse.ArgumentParser):

@@ -94,6 +94,11 @@ class FrameExplainer:
 
     def set_method(self, method: str) -> None:
         """Explain the next frames with ``method`` (hotkey m)."""
+        self.prepare(method)
+        self.method = method
+
+    def prepare(self, method: str) -> None:
+        """Build ``method``'s runner (once) without switching to it: calls that name it run at once."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}")
         with self._build_lock:
@@ -104,7 +109,6 @@ class FrameExplainer:
                 self._runners[method] = build_runner(
                     method, explainer, layer=self._layer, cskip=self._cskip, close_explainer=False
                 )
-            self.method = method
 
     sequential = False  # True: calls carry state from frame to frame (one stream, frames in order)
 
@@ -115,15 +119,18 @@ class FrameExplainer:
         """RGB uint8 (H, W, 3) or (N, H, W, 3) -> the result of ``method`` (default: the current one), maps at
         model resolution."""
         method = method or self.method
+        if method not in self._runners:
+            self.prepare(method)
         runner = self._runners[method]
         with self._model_use.hold(exclusive=not METHODS[method].engine):
             return runner.explain(images, self.target, size="model")
 
-    def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
-        """The pipeline's infer stage: a batch of frames -> one :class:`FrameResult` per frame."""
+    def __call__(self, frames: Sequence[Frame], method: str | None = None) -> list[FrameResult]:
+        """The pipeline's infer stage: a batch of frames -> one :class:`FrameResult` per frame, explained with
+        ``method`` (default: the current one; naming one does not switch, so each caller may pick its own)."""
         import numpy as np
 
-        method = self.method
+        method = method or self.method
         t0 = time.perf_counter()
         images = frames[0].image if len(frames) == 1 else np.stack([f.image for f in frames])
         stacked = (time.perf_counter() - t0) * 1e3
