@@ -165,7 +165,7 @@
   function drawTimeline() {
     const dpr = window.devicePixelRatio || 1, w = Math.max(200, timeline.clientWidth), h = 190;
     timeline.width = Math.round(w * dpr); timeline.height = Math.round(h * dpr);
-    const c = timeline.getContext("2d"); c.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const c = timeline.getContext("2d", { willReadFrequently: true }); c.setTransform(dpr, 0, 0, dpr, 0, 0);
     c.fillStyle = "#fff"; c.fillRect(0, 0, w, h);
     // bands: runs of the same top-1 class
     let start = 0;
@@ -173,7 +173,8 @@
     for (let i = 1; i <= N; i++) {
       const cls = F[start].top.length ? F[start].top[0][0] : -1;
       if (i < N && F[i].top.length && F[i].top[0][0] === cls) continue;
-      const x0 = xOf(start, w) - (N > 1 ? 0.5 * w / (N - 1) : 0), x1 = xOf(i - 1, w) + (N > 1 ? 0.5 * w / (N - 1) : w);
+      const half = N > 1 ? (0.5 * w) / (N - 1) : w / 2;
+      const x0 = Math.max(0, xOf(start, w) - half), x1 = Math.min(w, xOf(i - 1, w) + half);
       c.fillStyle = colour.get(cls) || "#9aa0a6"; c.fillRect(x0, TRACKS.band[0], Math.max(1, x1 - x0), TRACKS.band[1]);
       const name = label(cls);
       if (x1 - x0 > c.measureText(name).width + 8) { c.fillStyle = "#fff"; c.fillText(name, x0 + 4, TRACKS.band[1] / 2); }
@@ -206,7 +207,8 @@
   }
   function drawCursor() {
     if (!base) return;
-    const c = timeline.getContext("2d"), dpr = window.devicePixelRatio || 1, w = timeline.width / dpr;
+    const c = timeline.getContext("2d", { willReadFrequently: true }), dpr = window.devicePixelRatio || 1;
+    const w = timeline.width / dpr;
     c.putImageData(base, 0, 0);
     const x = xOf(shown >= 0 ? shown : want, w);
     c.strokeStyle = "#000"; c.lineWidth = 1.5; c.beginPath(); c.moveTo(x, 0); c.lineTo(x, 190); c.stroke();
