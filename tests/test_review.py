@@ -146,3 +146,30 @@ def test_atlas_layout_divides_the_frame_by_a_whole_number():
     assert atlas_layout(1080, 1920, 6).width == 640 and atlas_layout(120, 160, 1).width == 160
     tiles = np.array(lay.to_json()["tiles"])
     assert np.all(tiles[:, 0] + tiles[:, 2] <= lay.width) and np.all(tiles[:, 1] >= lay.height)
+
+
+def test_eval_has_a_temporal_section_per_method_and_smoothing(tmp_path, capsys):
+    """Steadiness and faithfulness side by side. A still scene with sensor noise: the maps flicker with the
+    noise, the random map jumps, the centre map stays put, and the overlay's smoothing makes fastcam
+    steadier (the more, the steadier)."""
+    clip = tmp_path / "still.mp4"
+    rng = np.random.default_rng(0)
+    still = pan_frames(1, 96, 64, "coffee")[0].astype(np.float32)
+    frames = [np.clip(still + rng.normal(0, 14, still.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    make_clip(clip, 96, 64, [100 * i for i in range(8)], 100, frames=frames)
+    out = tmp_path / "eval.json"
+    code = main(["eval", str(clip), "--model", "resnet18", "--weights", "none", "--size", "64", "--every",
+                 "100", "--methods", "fastcam", "--temporal-frames", "8", "--smooth", "0.5,0.8",
+                 "--resamples", "200", "--steps", "4", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "temporal stability: 1 clip(s), 7 consecutive frame pairs" in text
+    t = json.loads(out.read_text())["temporal"]
+    rows = t["methods"]
+    assert list(rows) == ["fastcam", "random", "centre", "fastcam+smooth0.5", "fastcam+smooth0.8"]
+    err = {k: v["warp_error"]["mean"] for k, v in rows.items()}
+    assert all(v["warp_error"]["n"] == 7 and v["n_ins_minus_del"]["n"] >= 3 for v in rows.values())
+    assert err["random"] > 3 * err["fastcam"] > 0
+    assert err["centre"] < 0.2 * err["fastcam"]
+    assert err["fastcam+smooth0.8"] < err["fastcam+smooth0.5"] < err["fastcam"]
+    for k, v in rows.items():
+        assert v["n_ins_minus_del"]["mean"] is not None, k
