@@ -173,3 +173,11 @@ def test_eval_has_a_temporal_section_per_method_and_smoothing(tmp_path, capsys):
     assert err["fastcam+smooth0.8"] < err["fastcam+smooth0.5"] < err["fastcam"]
     for k, v in rows.items():
         assert v["n_ins_minus_del"]["mean"] is not None, k
+
+
+def test_stability_line_summarises_the_run():
+    from rtsal.report.review import stability_line
+
+    line = stability_line({"summary": {"mean": 0.01, "median": 0.009, "p95": 0.02, "n": 44}})
+    assert "mean 0.0100" in line and "95th percentile 0.0200" in line and "44 frame pairs" in line
+    assert "no pair" in stability_line({"summary": {"mean": None, "median": None, "p95": None, "n": 0}})

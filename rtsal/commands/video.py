@@ -165,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
                 check_clip_video(job, explainer)
             summary = job.run(explainer, batch=explainer.stride if clips else None)
     print(summary.line())
+    if job.stability is not None:
+        from rtsal.report.review import stability_line
+
+        print(stability_line(job.stability))
     extra = [p for p in (args.maps, args.csv, args.report) if p]
     if extra:
         print(f"also wrote {', '.join(extra)}")

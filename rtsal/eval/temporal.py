@@ -59,9 +59,9 @@ def working_size(h: int, w: int, max_side: int = WORK_SIDE) -> tuple[int, int]:
 
 def to_grey(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """RGB uint8 (H, W, 3) or grey (H, W) -> grey uint8 (h, w) at ``size`` = (h, w) (area average)."""
-    if image.shape[:2] != tuple(size):  # shrink first: the colour conversion then runs on few pixels
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image  # one channel to shrink
+    if g.shape[:2] != tuple(size):
+        g = cv2.resize(g, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(g, dtype=np.uint8)
 
 

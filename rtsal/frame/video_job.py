@@ -200,6 +200,7 @@ class VideoJob:
         self._model_res = True
         self._review: Any = None  # rtsal.report.review.VideoReview, with --csv or --report
         self.review_summary: dict[str, Any] | None = None  # the page's summary, once written
+        self.stability: dict[str, Any] | None = None  # the warping errors' summary (with --csv or --report)
         self._t0 = time.perf_counter()
 
     def __enter__(self) -> VideoJob:
@@ -349,6 +350,7 @@ class VideoJob:
         def finish_review() -> None:
             if self._review is not None:
                 review, self._review = self._review, None
+                self.stability = review.stability()
                 try:
                     if keep and review.recorder is not None and self.written:
                         self._write_report(review)

@@ -22,7 +22,7 @@ from rtsal.render.frames import select, to_host
 from rtsal.render.smooth import MapSmoother
 from rtsal.report.recorder import LOW_CONFIDENCE, ReviewRecorder
 
-__all__ = ["TOP_SHOWN", "VideoReview"]
+__all__ = ["TOP_SHOWN", "VideoReview", "stability_line"]
 
 TOP_SHOWN = 3  # classes per frame on the page
 FLOW_NAMES = {"dis": "OpenCV DIS optical flow, fast preset", "farneback": "OpenCV Farneback optical flow"}
@@ -154,6 +154,17 @@ class VideoReview:
     def close(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
+
+
+def stability_line(stability: dict[str, Any]) -> str:
+    """One line: the run's warping errors summarised (``VideoReview.stability()``)."""
+    s = stability["summary"]
+    if not s["n"]:
+        return "temporal stability: no pair of frames to compare"
+    return (
+        f"temporal stability (warping error of the drawn map, 0 = steady): mean {s['mean']:.4f}, median "
+        f"{s['median']:.4f}, 95th percentile {s['p95']:.4f} over {s['n']} frame pairs"
+    )
 
 
 def _main_classes(rec: ReviewRecorder, k: int = 3) -> list[str]:
