@@ -168,13 +168,13 @@ def overhead(work: Path, env: dict, seconds: float, rounds: int) -> dict:
     data_, _ = page_parts(work / "b.html")
     wall = statistics.median(r[0] / p[0] for r, p in zip(report, plain, strict=True))
     cpu = statistics.median(r[1] / p[1] for r, p in zip(report, plain, strict=True))
-    own = data_["run"]["report ms per frame (flow, atlas, encode, page)"]
+    own = data_["run"]["report CPU ms per frame (flow, atlas, encode, page)"]
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
     print(
         f"overhead, {n} frames 720p, {rounds} interleaved rounds: rtsal video {med(plain, 0):.1f} s wall, "
         f"{med(plain, 1):.1f} s CPU; with --report {med(report, 0):.1f} s, {med(report, 1):.1f} s; "
         f"ratio wall {wall:.3f} (+{100 * (wall - 1):.1f}%), CPU {cpu:.3f} (+{100 * (cpu - 1):.1f}%); "
-        f"the report's own cost as the page says: {own} ms a frame"
+        f"the report's own CPU time on the render thread, as the page says: {own} ms a frame"
     )
     return {
         "frames": n,

@@ -28,6 +28,9 @@ MOTIONS = {
     "zoom in": ((0.0, 0.0), 1.025),
     "zoom out and pan": ((3.0, -2.0), 1 / 1.03),
 }
+# what is left of a map fixed to the scene, as a fraction of the plain frame difference, at the default
+# working size (here 72x128): a zoom changes the map slowly, so interpolation is most of what is left
+LEFT = {"pan": 0.15, "zoom in": 0.35, "zoom out and pan": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,8 @@ def test_flow_matches_the_known_motion(photo, method, motion):
 @pytest.mark.parametrize("motion", MOTIONS)
 def test_a_map_that_moves_with_the_scene_is_stable(photo, motion):
     """Warped by the flow, the map of frame t lands on the map of frame t+1: the error is a small fraction of
-    the plain frame-to-frame difference (what a measure without motion compensation would report)."""
+    the plain frame-to-frame difference (what a measure without motion compensation would report), and
+    smaller still at a finer working size."""
     pan, zoom = MOTIONS[motion]
     cam = MovingCamera(photo.shape[:2], SIZE, pan, zoom)
     m = scene_map(photo)
@@ -70,7 +74,10 @@ def test_a_map_that_moves_with_the_scene_is_stable(photo, motion):
             errors.append(step.error)
             plain.append(float(np.abs(cam.render(m, t) - cam.render(m, t - 1)).mean()))
             assert step.valid > 0.7
-    assert np.mean(errors) < 0.2 * np.mean(plain), (errors, plain)
+    assert np.mean(errors) < LEFT[motion] * np.mean(plain), (errors, plain)
+    fine = TemporalMeter(max_side=256)
+    finer = [fine(cam.render(photo, t), cam.render(m, t)) for t in range(4)][1:]
+    assert np.mean([s.error for s in finer]) < np.mean(errors)
 
 
 def test_the_true_flow_gives_almost_zero_error(photo):

@@ -46,7 +46,7 @@ __all__ = [
 FLOW_METHODS = ("dis", "farneback")
 DEFAULT_FLOW = "dis"  # DIS, fast preset: see benchmarks/temporal_flow.py and docs/review.md
 MIN_VALID = 0.05  # below this fraction of trusted pixels a pair has no value
-WORK_SIDE = 256  # the flow runs with the long side at most this many pixels (maps are smooth at this size)
+WORK_SIDE = 160  # the flow runs with the long side at most this many pixels (720p: 160x90)
 FB_ALPHA, FB_BETA = 0.01, 0.5
 
 

@@ -320,8 +320,7 @@ class VideoJob:
             from rtsal.report.review import VideoReview
 
             self._review = VideoReview(
-                self.report_path, smooth=s.smooth, cmap=s.cmap, rate=self.info.rate,
-                time_base=self.info.time_base,
+                self.report_path, smooth=s.smooth, cmap=s.cmap, time_base=self.info.time_base
             )
         if self.csv_path:
             self._csv_atomic = AtomicPath(self.csv_path)

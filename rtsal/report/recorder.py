@@ -91,7 +91,8 @@ def atlas_layout(frame_h: int, frame_w: int, tiles: int, side: int = REVIEW_SIDE
 class _AtlasEncoder:
     """H.264 in MP4, full-range BT.601 4:2:0 straight from OpenCV's RGB -> I420 conversion (a grey level v
     is luma v exactly; ~20x cheaper than a colour-managed swscale pass), keyframes every ``GOP`` frames, no
-    B-frames, one thread (the render thread's core)."""
+    B-frames, x264 ``superfast`` (a third less CPU than
+    ``veryfast`` for ~15% more bytes), one thread (the render thread's)."""
 
     def __init__(self, path: Path, size: tuple[int, int], time_base: Any = None) -> None:
         from fractions import Fraction
@@ -123,7 +124,6 @@ class _AtlasEncoder:
     def write(self, rgb: np.ndarray, t: float) -> None:
         import av
 
-        h, w = rgb.shape[:2]
         i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         pts = max(self._last + 1, round(t / self.tb))
@@ -132,7 +132,8 @@ class _AtlasEncoder:
         for p in self._s.encode(frame):
             self._c.mux(p)
 
-    def close(self, complete: bool = True, keep: bool = True) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Flush the encoder (when ``complete``) and close the file."""
         if self._c is None:
             return
         try:
@@ -156,7 +157,7 @@ def _jpeg_uri(rgb: np.ndarray, width: int = THUMB_WIDTH, quality: int = 70) -> s
 
 
 class ReviewRecorder:
-    """Collects the page's frames and data; :meth:`page_data` and :meth:`video_bytes` at the end.
+    """Collects the page's frames and data; :meth:`finish_video` and :meth:`page_events` at the end.
 
     ``add(frame, top, maps, picture, step)`` per frame, in order: ``top`` is [(class index, label,
     probability), ...] best first, ``maps`` the drawn map (h, w) followed by the per-scale maps, each in
@@ -164,9 +165,9 @@ class ReviewRecorder:
     from the previous frame. Owns a temporary folder (:meth:`close` removes it).
     """
 
-    def __init__(self, *, rate: Any = None, time_base: Any = None, side: int = REVIEW_SIDE) -> None:
+    def __init__(self, *, time_base: Any = None, side: int = REVIEW_SIDE) -> None:
         self.side = side
-        self._rate, self._time_base = rate, time_base
+        self._time_base = time_base
         self._dir = Path(tempfile.mkdtemp(prefix="rtsal-review-"))
         self._writer: Any = None
         self.layout: AtlasLayout | None = None
@@ -177,7 +178,7 @@ class ReviewRecorder:
         self._unstable: list[tuple[float, int, str]] = []  # min-heap of (error, frame, thumbnail)
         self.engines: Counter[str] = Counter()
         self.timings: dict[str, list[float]] = {}
-        self.own_s = 0.0  # seconds spent here (the report's overhead on the render thread)
+        self.own_s = 0.0  # CPU seconds of the render thread spent here (the report's cost)
         self._first_pts: float | None = None
         self._low = False
 
@@ -194,7 +195,7 @@ class ReviewRecorder:
         engine: str = "",
         timings: dict[str, float] | None = None,
     ) -> None:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         n = len(self.frames)
         if self._first_pts is None:
             self._first_pts = pts or 0.0
@@ -215,7 +216,7 @@ class ReviewRecorder:
         for k, v in (timings or {}).items():
             self.timings.setdefault(k, []).append(float(v))
         self._events(n, rec, picture)
-        self.own_s += time.perf_counter() - t0
+        self.own_s += time.thread_time() - t0
 
     def _write_atlas(self, picture: np.ndarray, maps: list[np.ndarray], t: float) -> None:
         if self._writer is None:
@@ -272,12 +273,12 @@ class ReviewRecorder:
     # -- the end --------------------------------------------------------------------------------------------
     def finish_video(self) -> bytes:
         """Close the review video and return its bytes (MP4)."""
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         if self._writer is None:
             raise RuntimeError("no frame was recorded")
         self._writer.close()
         data = (self._dir / "review.mp4").read_bytes()
-        self.own_s += time.perf_counter() - t0
+        self.own_s += time.thread_time() - t0
         return data
 
     def unstable_threshold(self) -> float | None:
@@ -310,7 +311,7 @@ class ReviewRecorder:
     def close(self) -> None:
         if self._writer is not None:
             try:
-                self._writer.close(complete=False, keep=False)
+                self._writer.close(complete=False)
             except Exception:  # noqa: BLE001 - a temporary file; the folder goes anyway
                 pass
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -35,7 +35,7 @@ class VideoReview:
         page: the HTML file to write at the end (None: the temporal measure only, for the CSV).
         smooth: the overlay's ``--smooth`` weight (the measured map is smoothed the same way).
         cmap: colour map of the page's map tiles (the overlay's).
-        rate, time_base: the input's, for the review video's timestamps.
+        time_base: the input's, for the review video's timestamps.
         flow: optical flow method of the measure.
     """
 
@@ -45,7 +45,6 @@ class VideoReview:
         *,
         smooth: float = 0.0,
         cmap: str = "jet",
-        rate: Any = None,
         time_base: Any = None,
         flow: str = DEFAULT_FLOW,
     ) -> None:
@@ -54,17 +53,17 @@ class VideoReview:
         self.flow = flow
         self._smoother = MapSmoother(smooth)
         self._meter = TemporalMeter(flow)
-        self.recorder = ReviewRecorder(rate=rate, time_base=time_base) if page is not None else None
+        self.recorder = ReviewRecorder(time_base=time_base) if page is not None else None
         self.errors: list[float] = []
         self.layers: tuple[str, ...] = ()
         self.method = ""
-        self.own_s = 0.0
+        self.own_s = 0.0  # CPU seconds of the render thread spent here
         self.summary: dict[str, Any] | None = None  # set by write_page: the batch index's row
 
     def frame(self, frame: Any, fr: Any, picture: np.ndarray) -> TemporalStep | None:
         """One frame (:class:`rtsal.types.Frame`), its :class:`rtsal.frame.infer.FrameResult` and the
         picture written -> the step from the previous frame (None for the first)."""
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         rec = self.recorder
         fields = ("saliency", "scales") if rec is not None else ("saliency",)
         one = to_host(select(fr.result, fr.i), fields)
@@ -73,7 +72,7 @@ class VideoReview:
         step = self._meter(frame.image, sal)
         if step is not None:
             self.errors.append(step.error)
-        self.own_s += time.perf_counter() - t0
+        self.own_s += time.thread_time() - t0
         if rec is not None:
             r = fr.result
             self.method, self.layers = r.method, tuple(r.layers or ())
@@ -112,7 +111,7 @@ class VideoReview:
         rec = self.recorder
         if rec is None or self.page is None or not rec.frames:
             raise RuntimeError("no review page to write")
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         video = rec.finish_video()
         events, counts = rec.page_events()
         stab = self.stability()
@@ -122,8 +121,8 @@ class VideoReview:
             **run,
             "backend (frames)": ", ".join(f"{k} ({v})" for k, v in rec.engines.most_common()),
             "median ms per frame": rec.median_timings(),
-            "report ms per frame (flow, atlas, encode, page)": round(
-                1e3 * (self.own_s + rec.own_s + time.perf_counter() - t0) / len(rec.frames), 2
+            "report CPU ms per frame (flow, atlas, encode, page)": round(
+                1e3 * (self.own_s + rec.own_s + time.thread_time() - t0) / len(rec.frames), 2
             ),
         }
         data = {
