@@ -36,6 +36,9 @@ __all__ = ["GOP", "LOW_CONFIDENCE", "REVIEW_CRF", "REVIEW_SIDE", "ReviewRecorder
 
 REVIEW_SIDE = 640  # at most this long side of the overlay in the page's video (see benchmarks/report.py)
 REVIEW_CRF = 32  # x264 quality of that video (see benchmarks/report.py)
+# ... capped: at most ~500 kb/s whatever the content (VBV), so 10 minutes of video stay ~40 MB (~55 MB as
+# base64): the page's size budget, 80 MB for 10 minutes, holds for any footage (docs/review.md)
+REVIEW_MAXRATE, REVIEW_BUFSIZE = "500k", "1000k"
 GOP = 25  # frames between keyframes: a seek decodes at most this many (~1 s at 25 fps)
 TILE_COLUMNS = 3
 THUMB_WIDTH = 160
@@ -107,6 +110,8 @@ class _AtlasEncoder:
             rate=25,
             options={
                 "crf": str(REVIEW_CRF),
+                "maxrate": REVIEW_MAXRATE,
+                "bufsize": REVIEW_BUFSIZE,
                 "preset": "superfast",
                 "g": str(GOP),
                 "bf": "0",
