@@ -157,6 +157,32 @@ def open_in_browser(page: Path, probes: int = 20) -> dict:
     }
 
 
+def repeated_page(page: Path, times: int, out: Path) -> Path:
+    """A page ``times`` as long: its review video remuxed end to end (no re-encode) and its frames repeated
+    with shifted times, to measure how a long page opens."""
+    from rtsal.report.page import write_page
+
+    data_, video = page_parts(page)
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(video)) as src, av.open(buf, "w", format="mp4") as dst:
+        s_in = src.streams.video[0]
+        s_out = dst.add_stream_from_template(s_in)
+        packets = [p for p in src.demux(s_in) if p.size]
+        span = max(p.pts + (p.duration or 0) for p in packets)
+        for k in range(times):
+            for p in packets:
+                q = av.Packet(bytes(p))
+                q.pts, q.dts = p.pts + k * span, p.dts + k * span
+                q.duration, q.is_keyframe, q.time_base = p.duration, p.is_keyframe, p.time_base
+                q.stream = s_out
+                dst.mux(q)
+    frames = data_["frames"]
+    step = frames[-1]["t"] + (frames[-1]["t"] - frames[-2]["t"])
+    data_["frames"] = [{**f, "t": round(f["t"] + k * step, 6)} for k in range(times) for f in frames]
+    write_page(out, data_, buf.getvalue())
+    return out
+
+
 def overhead(work: Path, env: dict, seconds: float, rounds: int) -> dict:
     short = work / "short.mp4"
     n = make_clip(short, seconds)
@@ -192,7 +218,28 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="length of the overhead clip (0: skip)")
     ap.add_argument("--minutes", type=float, default=1.0, help="length of the long clip (0: skip)")
     ap.add_argument("--json", default="benchmarks/results/report.json")
+    ap.add_argument(
+        "--repeat-page",
+        default=None,
+        metavar="PAGE.html",
+        help="only: open PAGE repeated --times times end to end in Chromium (a long page's open time)",
+    )
+    ap.add_argument("--times", type=int, default=10)
     args = ap.parse_args()
+    if args.repeat_page:
+        work = Path(tempfile.mkdtemp(prefix="rtsal-bench-report-"))
+        try:
+            long = repeated_page(Path(args.repeat_page), args.times, work / "long.html")
+            n = len(page_parts(long)[0]["frames"])
+            b = open_in_browser(long)
+            print(
+                f"{args.repeat_page} x{args.times}: {n} frames, {long.stat().st_size / 1e6:.1f} MB; open and "
+                f"scrubbable in {b['open_s']:.2f} s; a random frame in {b['seek_ms_median']:.0f} ms (median, "
+                f"max {b['seek_ms_max']:.0f}); console errors {len(b['console_errors'])}"
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     work = Path(tempfile.mkdtemp(prefix="rtsal-bench-report-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RTSAL_CACHE_DIR": str(work / "cache")}
     result: dict = {"clip": f"{W}x{H} {FPS} fps H.264", "machine": "shared with other jobs (loaded)"}
