@@ -135,7 +135,8 @@ class VideoJob:
         maps: optional ``.npz`` of every frame's maps at model resolution (float16).
         csv_path: optional CSV, one row per frame (top-5 classes, target, stage timings, temporal stability).
         report: optional review page (self-contained HTML, :mod:`rtsal.report`).
-        meta: extra metadata stored in the ``.npz`` (model, method).
+        meta: extra metadata stored in the ``.npz`` (model, method); ``options`` (the command's options) goes
+            to the review page only.
         inputs: other files the run reads (weights, an ONNX file): no output may replace them.
     """
 
@@ -311,7 +312,7 @@ class VideoJob:
                 self.maps_path,
                 meta={
                     "source": str(self.reader.path),
-                    **self.meta,
+                    **{k: v for k, v in self.meta.items() if k != "options"},  # options: the page's
                     "frame_size": [self.info.height, self.info.width],
                     "class_names": list(explainer.class_names),
                 },
