@@ -22,7 +22,6 @@ from typing import Any
 
 from rtsal.errors import VideoIOError
 from rtsal.eval.methods import MethodSpec
-from rtsal.eval.stats import mean_ci
 
 __all__ = ["DEFAULT_FRAMES", "DEFAULT_SMOOTH", "smooth_label", "temporal_section"]
 
@@ -77,6 +76,7 @@ def temporal_section(
     from rtsal.engine.explainer import Explainer
     from rtsal.eval import metrics as ev
     from rtsal.eval.run import FIELD, comparison_maps
+    from rtsal.eval.stats import mean_ci  # numpy: not at import (`rtsal --help` stays light)
     from rtsal.eval.temporal import DEFAULT_FLOW, TemporalMeter
     from rtsal.render.smooth import MapSmoother
 
