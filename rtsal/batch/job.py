@@ -41,7 +41,9 @@ from rtsal.frame.video_job import VideoSettings
 from rtsal.interrupts import Interrupts
 from rtsal.outputs import same_file
 
-__all__ = ["BatchOptions", "run_batch"]
+__all__ = ["INDEX_NAME", "BatchOptions", "run_batch", "write_review_index"]
+
+INDEX_NAME = "index.html"  # --report: a row per video, linking its page
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class BatchOptions:
     engine: dict[str, Any]
     video: VideoSettings
     maps: bool = False
+    report: bool = False  # a review page per file (<path>.html) and OUTDIR/index.html
     resume: bool | None = None
     force: bool = False
     workers: int | None = None
@@ -125,10 +128,17 @@ class _Run:
         self.build = build
         self.log = log
         self.outdir = opts.outdir.resolve()
-        self.suffixes = {"video": ".mp4", "csv": ".csv", **({"maps": ".npz"} if opts.maps else {})}
+        self.suffixes = {
+            "video": ".mp4",
+            "csv": ".csv",
+            **({"maps": ".npz"} if opts.maps else {}),
+            **({"report": ".html"} if opts.report else {}),
+        }
         video = {k: v for k, v in asdict(opts.video).items() if k != "progress"}
         engine = {k: v for k, v in opts.engine.items() if k != "threads"}
         self.settings = {**engine, **video, "maps": opts.maps}  # what changes an output
+        if opts.report:
+            self.settings["report"] = True
         self.settings_hash = settings_sha256(self.settings)
         self.torch_threads: int | None = opts.torch_threads
         self.by_key: dict[int, BatchItem] = {}
@@ -170,6 +180,7 @@ class _Run:
             "engine_seconds": result.get("engine_seconds"),
             "weights_sha256": result.get("weights_sha256"),
             "settings_sha256": self.settings_hash,
+            **({"review": result.get("review")} if self.opts.report else {}),
         }
 
     def run(self) -> BatchReport:
@@ -181,6 +192,8 @@ class _Run:
                 out = self.outdir / rel
                 if out.exists() and same_file(out, item.input):
                     raise UsageError(f"output {out} is the input file {item.input}; choose another -o")
+                if opts.report and rel == INDEX_NAME:
+                    raise UsageError(f"{item.input}: its review page would be the index page {out}")
         report = BatchReport()
         t0 = time.perf_counter()
         with Manifest(self.outdir / MANIFEST_NAME) as manifest:
@@ -229,6 +242,8 @@ class _Run:
                 self._execute(plan.todo, manifest, report)
             finally:
                 _remove_temporaries(all_outputs)
+                if opts.report:
+                    write_review_index(self.outdir / INDEX_NAME, report.rows)
         report.wall = time.perf_counter() - t0
         return report
 
@@ -307,6 +322,25 @@ class _Run:
             report.abandoned = [self.by_key[k].rel for k in ex.in_flight]
             ex.abandon()
             bar.note(f"abandoned {len(report.abandoned)} running file(s); their outputs were not touched")
+
+
+def write_review_index(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """The index page of ``--report``: one row per file of this run (done, skipped or failed)."""
+    from rtsal.report.page import write_index
+
+    entries = []
+    for rec in rows:
+        page = (rec.get("outputs") or {}).get("report")
+        entries.append(
+            {
+                "name": rec.get("rel") or rec.get("input"),
+                "status": rec.get("status"),
+                "page": page if page and (path.parent / page).exists() else None,
+                "summary": rec.get("review"),
+                "error": rec.get("error"),
+            }
+        )
+    return write_index(path, entries)
 
 
 def run_batch(

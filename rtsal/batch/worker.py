@@ -190,10 +190,13 @@ def run_file(
         tmp = {k: a.tmp for k, a in temps.items()}
         meta = {"model": task.engine.get("model"), "method": task.engine.get("method")}
         with VideoJob(
-            task.input, tmp["video"], task.video, maps=tmp.get("maps"), csv_path=tmp.get("csv"), meta=meta
+            task.input, tmp["video"], task.video, maps=tmp.get("maps"), csv_path=tmp.get("csv"), meta=meta,
+            report=tmp.get("report"),
         ) as job:
             counting = _Counting(engine.explainer, task.input, progress or _dask_progress())
             frames = job.run(counting, batch=getattr(engine.explainer, "stride", None)).frames
+        if job.review_summary is not None:
+            result["review"] = job.review_summary
         seconds = time.perf_counter() - t1
         hashes = {kind: sha256_file(a.tmp) for kind, a in temps.items()}
         for a in temps.values():

@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="explain a whole archive of videos on a Dask cluster (resumable, manifest)",
         description="Explain every frame of many video files: one task per file on a local Dask cluster of "
         "worker processes (or an existing cluster with --scheduler), each worker building its engine once. "
-        "Outputs mirror the input tree under OUTDIR (<path>.mp4, <path>.csv, and <path>.npz with --maps); "
+        "Outputs mirror the input tree under OUTDIR (<path>.mp4, <path>.csv, <path>.npz with --maps, "
+        "<path>.html and index.html with --report); "
         "OUTDIR/manifest.jsonl records every file, and a second run resumes where the first stopped.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (recursive) and globs")
@@ -45,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     b = p.add_argument_group("batch")
     b.add_argument("--maps", action="store_true", help="also save each file's maps as <path>.npz")
+    b.add_argument(
+        "--report",
+        action="store_true",
+        help="also write a review page per file (<path>.html, as `rtsal video --report`) and "
+        "OUTDIR/index.html with a row per video",
+    )
     b.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
@@ -86,7 +93,9 @@ def engine_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    check_args(argparse.Namespace(**{**vars(args), "output": "out.mp4", "csv": None, "maps": None}))
+    check_args(
+        argparse.Namespace(**{**vars(args), "output": "out.mp4", "csv": None, "maps": None, "report": None})
+    )
     for flag, value in (("--workers", args.workers), ("--threads-per-worker", args.threads_per_worker)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
@@ -118,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         engine=engine_settings(args),
         video=settings_of(argparse.Namespace(**_video_args(args))),
         maps=args.maps,
+        report=args.report,
         resume=args.resume,
         force=args.force,
         workers=args.workers,

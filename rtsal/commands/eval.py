@@ -13,6 +13,8 @@ from rtsal.commands.common import add_model_options, parse_weights
 from rtsal.errors import UsageError
 from rtsal.eval.inputs import DATA, default_inputs, expand_inputs, load_samples
 from rtsal.eval.methods import DEFAULT_METHODS, ENGINE_VARIANTS, parse_method, parse_methods
+from rtsal.eval.stability import DEFAULT_FRAMES, DEFAULT_SMOOTH
+from rtsal.io.images import IMAGE_SUFFIXES
 from rtsal.names import SUBSTRATES
 from rtsal.outputs import check_outputs
 
@@ -52,6 +54,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=30,
         metavar="N",
         help="video inputs: score frames 0, N, 2N, ... (default: 30)",
+    )
+    p.add_argument(
+        "--temporal-frames",
+        type=int,
+        default=DEFAULT_FRAMES,
+        metavar="N",
+        help="video inputs: the temporal section (steadiness of the maps from frame to frame, and their "
+        f"faithfulness) on the first N consecutive frames of each clip; 0 = off (default: {DEFAULT_FRAMES})",
+    )
+    p.add_argument(
+        "--smooth",
+        default=",".join(f"{w:g}" for w in DEFAULT_SMOOTH),
+        metavar="W,W,...",
+        help="temporal section: also the live overlay's --smooth weights on the fastcam maps (default: "
+        f"{','.join(f'{w:g}' for w in DEFAULT_SMOOTH)}; 'none' = no smoothing rows)",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write every number (per image too) as JSON")
     p.add_argument(
@@ -125,6 +142,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--size must be at least 32, got {args.size}")
     if args.cskip < 0:
         raise UsageError(f"--cskip must be 0 (all channels) or more, got {args.cskip}")
+    if args.temporal_frames != 0 and args.temporal_frames < 2:
+        raise UsageError(f"--temporal-frames must be 0 (off) or at least 2, got {args.temporal_frames}")
+    parse_smooth(args.smooth)
     if args.resamples < 100:
         raise UsageError(f"--resamples must be at least 100, got {args.resamples}")
     if args.plot is not None:
@@ -134,8 +154,22 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
 
 
+def parse_smooth(text: str) -> tuple[float, ...]:
+    """``--smooth``: comma-separated weights within 0..1 (1 excluded), or ``none``."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise UsageError(f"--smooth: give weights such as 0.5,0.8, got {text!r}") from None
+    for w in weights:
+        if not (math.isfinite(w) and 0.0 < w < 1.0):
+            raise UsageError(f"--smooth: each weight must be within (0, 1), got {w:g}")
+    return weights
+
+
 def run(args: argparse.Namespace) -> int:
-    from rtsal.eval.report import format_table, format_verdicts, plot_curves, write_json
+    from rtsal.eval.report import format_table, format_temporal, format_verdicts, plot_curves, write_json
     from rtsal.eval.run import EvalConfig, evaluate, load_boxes
 
     specs = parse_methods(args.methods)
@@ -163,9 +197,19 @@ def run(args: argparse.Namespace) -> int:
         resamples=args.resamples,
     )
     report = evaluate(config, specs, samples, boxes)
+    clips = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if clips and args.temporal_frames:
+        from rtsal.eval.stability import temporal_section
+
+        report["temporal"] = temporal_section(
+            config, specs, clips, frames=args.temporal_frames, smooth=parse_smooth(args.smooth), log=_stderr
+        )
     print(format_table(report))
     print()
     print(format_verdicts(report))
+    if report.get("temporal"):
+        print()
+        print(format_temporal(report))
     if args.json:
         write_json(report, args.json)
         print(f"wrote {args.json}")
@@ -173,3 +217,9 @@ def run(args: argparse.Namespace) -> int:
         plot_curves(report, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _stderr(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)

@@ -59,7 +59,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--csv",
         default=None,
         metavar="OUT.csv",
-        help="also save per frame: index, pts, top-5 classes and scores, stage timings",
+        help="also save per frame: index, pts, top-5 classes and scores, stage timings, temporal stability",
+    )
+    g.add_argument(
+        "--report",
+        default=None,
+        metavar="PAGE.html",
+        help="also write a review page: one self-contained HTML file to scrub the overlay frame by frame, "
+        "with the maps, a timeline of the top-1 class and of the temporal stability, and events",
     )
     add_threads_option(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
@@ -123,9 +130,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--start must be >= 0 seconds, got {args.start:g}")
     if args.end is not None and args.end <= (args.start or 0.0):
         raise UsageError(f"--end ({args.end:g} s) must come after --start ({args.start or 0.0:g} s)")
-    names = [Path(x).resolve() for x in (args.output, args.maps, args.csv) if x]
+    outs = (args.output, args.maps, args.csv, getattr(args, "report", None))
+    names = [Path(x).resolve() for x in outs if x]
     if len(set(names)) != len(names):
-        raise UsageError("-o, --maps and --csv must name different files")
+        raise UsageError("-o, --maps, --csv and --report must name different files")
 
 
 def settings_of(args: argparse.Namespace) -> VideoSettings:
@@ -145,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
     from rtsal.frame.video_job import VideoJob
 
     check_args(args)
+    meta = {"model": args.model, "method": args.method, "options": report_options(args)}
     with VideoJob(args.input, args.output, settings_of(args), maps=args.maps, csv_path=args.csv,
-                  meta={"model": args.model, "method": args.method}, inputs=engine_inputs(args)) as job:
+                  meta=meta, inputs=engine_inputs(args), report=args.report) as job:
         apply_threads(args)
         with frame_explainer(make_runner(args), args.method, clip_len=args.clip_len,
                              clip_stride=args.clip_stride, target=args.target, layer=args.target_layer,
@@ -156,10 +165,23 @@ def run(args: argparse.Namespace) -> int:
                 check_clip_video(job, explainer)
             summary = job.run(explainer, batch=explainer.stride if clips else None)
     print(summary.line())
-    extra = [p for p in (args.maps, args.csv) if p]
+    if job.stability is not None:
+        from rtsal.report.review import stability_line
+
+        print(stability_line(job.stability))
+    extra = [p for p in (args.maps, args.csv, args.report) if p]
     if extra:
         print(f"also wrote {', '.join(extra)}")
     return 0
+
+
+def report_options(args: argparse.Namespace) -> dict[str, object]:
+    """The command's options as the review page lists them (plain values only)."""
+    skip = {"func", "command", "input", "output", "maps", "csv", "report", "no_progress", "debug"}
+    return {
+        k: v for k, v in sorted(vars(args).items())
+        if k not in skip and not callable(v) and isinstance(v, (str, int, float, bool, type(None)))
+    }
 
 
 def check_clip_video(job, explainer) -> None:

@@ -13,7 +13,15 @@ from typing import Any
 from rtsal.errors import VideoIOError
 from rtsal.outputs import AtomicPath, atomic_write_text
 
-__all__ = ["MAX_ALL_PAIRS", "format_table", "format_verdicts", "plot_curves", "verdict_lines", "write_json"]
+__all__ = [
+    "MAX_ALL_PAIRS",
+    "format_table",
+    "format_temporal",
+    "format_verdicts",
+    "plot_curves",
+    "verdict_lines",
+    "write_json",
+]
 
 MAX_ALL_PAIRS = 8  # up to this many rows every pair gets a verdict; beyond it, each row against --against
 TITLES = {
@@ -82,6 +90,38 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     for k, row in cells.items():
         lines.append("  ".join([k.ljust(width)] + [c.rjust(w) for c, w in zip(row, widths, strict=True)]))
+    return "\n".join(lines)
+
+
+def format_temporal(report: dict[str, Any]) -> str:
+    """The ``temporal`` section as a table: per method the warping error between consecutive frames (mean
+    +- 95% interval over the frame pairs; lower is steadier), the pixels the flow check kept, and the
+    normalised ins - del on frames of the same window (higher is more faithful)."""
+    t = report.get("temporal")
+    if not t:
+        return ""
+    methods = t["methods"]
+    pairs = sum(c["pairs"] for c in t["clips"])
+    width = max(8, *(len(k) for k in methods))
+
+    def pm(e: dict[str, Any], fmt: str) -> str:
+        if e["mean"] is None:
+            return "-"
+        return fmt.format(e["mean"]) + ("" if e["ci95"] is None else " +- " + fmt.format(e["ci95"]))
+
+    head = ["method".ljust(width), "warp error v".rjust(18), "kept %".rjust(7), "norm ins - del ^".rjust(17)]
+    lines = [
+        f"temporal stability: {len(t['clips'])} clip(s), {pairs} consecutive frame pairs (first "
+        f"{t['frames']} frames of each; flow: {t['flow']}, forward-backward check); faithfulness on "
+        f"{max(m['n_ins_minus_del']['n'] for m in methods.values())} of those frames",
+        "  ".join(head),
+    ]
+    for k, m in methods.items():
+        kept = "-" if m["valid"] is None else f"{100 * m['valid']:.1f}"
+        lines.append("  ".join([
+            k.ljust(width), pm(m["warp_error"], "{:.4f}").rjust(18), kept.rjust(7),
+            pm(m["n_ins_minus_del"], "{:.3f}").rjust(17),
+        ]))
     return "\n".join(lines)
 
 

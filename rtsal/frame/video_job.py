@@ -43,6 +43,9 @@ CSV_HEAD = (
     + [f"{c}{k}" for k in range(1, TOPK_CSV + 1) for c in ("class", "label", "score")]
     + ["target", "preprocess_ms", "forward_ms", "saliency_ms", "render_ms", "encode_ms", "batch", "engine"]
     + ["window_start", "window_end"]  # clip models: the frames of the clip this frame's map comes from
+    # temporal stability (rtsal.eval.temporal): warping error of the drawn map from the previous frame and
+    # the fraction of pixels the flow's forward-backward check kept (empty for the first frame)
+    + ["temporal_error", "temporal_valid"]
 )
 
 
@@ -130,8 +133,10 @@ class VideoJob:
         output: the overlay video (container from the extension).
         settings: drawing and encoding options.
         maps: optional ``.npz`` of every frame's maps at model resolution (float16).
-        csv_path: optional CSV, one row per frame (top-5 classes, target, stage timings).
-        meta: extra metadata stored in the ``.npz`` (model, method).
+        csv_path: optional CSV, one row per frame (top-5 classes, target, stage timings, temporal stability).
+        report: optional review page (self-contained HTML, :mod:`rtsal.report`).
+        meta: extra metadata stored in the ``.npz`` (model, method); ``options`` (the command's options) goes
+            to the review page only.
         inputs: other files the run reads (weights, an ONNX file): no output may replace them.
     """
 
@@ -145,15 +150,18 @@ class VideoJob:
         csv_path: str | Path | None = None,
         meta: dict[str, Any] | None = None,
         inputs: Sequence[str | Path] = (),
+        report: str | Path | None = None,
     ) -> None:
         from rtsal.io.video import AudioSource, VideoReader, VideoWriter, check_codec
 
         self.settings = s = settings
         self.output = str(output)
-        self.maps_path, self.csv_path = maps, csv_path
+        self.maps_path, self.csv_path, self.report_path = maps, csv_path, report
         self.meta = dict(meta or {})
         check_codec(s.codec)
-        check_outputs([input, *inputs], [("-o", output), ("--maps", maps), ("--csv", csv_path)])
+        check_outputs(
+            [input, *inputs], [("-o", output), ("--maps", maps), ("--csv", csv_path), ("--report", report)]
+        )
         self.reader = VideoReader(input, start=s.start, end=s.end)
         try:
             info = self.info = self.reader.info
@@ -191,6 +199,10 @@ class VideoJob:
         self._csv: Any = None
         self._progress: Any = None
         self._model_res = True
+        self._review: Any = None  # rtsal.report.review.VideoReview, with --csv or --report
+        self.review_summary: dict[str, Any] | None = None  # the page's summary, once written
+        self.stability: dict[str, Any] | None = None  # the warping errors' summary (with --csv or --report)
+        self._t0 = time.perf_counter()
 
     def __enter__(self) -> VideoJob:
         return self
@@ -216,6 +228,7 @@ class VideoJob:
         self.monitor = monitor = PipelineMonitor()
         self.renderer.cpu = monitor.cpu
         t0, cpu0 = time.perf_counter(), time.process_time()
+        self._t0 = t0
         stats = None
         with Interrupts() as signals:
             try:
@@ -299,10 +312,16 @@ class VideoJob:
                 self.maps_path,
                 meta={
                     "source": str(self.reader.path),
-                    **self.meta,
+                    **{k: v for k, v in self.meta.items() if k != "options"},  # options: the page's
                     "frame_size": [self.info.height, self.info.width],
                     "class_names": list(explainer.class_names),
                 },
+            )
+        if self.csv_path or self.report_path:
+            from rtsal.report.review import VideoReview
+
+            self._review = VideoReview(
+                self.report_path, smooth=s.smooth, cmap=s.cmap, time_base=self.info.time_base
             )
         if self.csv_path:
             self._csv_atomic = AtomicPath(self.csv_path)
@@ -328,11 +347,22 @@ class VideoJob:
                 maps, self._maps = self._maps, None
                 maps.close() if keep else maps.abort()
 
+        def finish_review() -> None:
+            if self._review is not None:
+                review, self._review = self._review, None
+                self.stability = review.stability()
+                try:
+                    if keep and review.recorder is not None and self.written:
+                        self._write_report(review)
+                finally:
+                    review.close()
+
         for close in (
             self._progress.close if self._progress is not None else None,
             lambda: self.writer.close(complete=complete, keep=keep),
             finish_maps,
             finish_csv,
+            finish_review,
         ):
             if close is None:
                 continue
@@ -342,6 +372,32 @@ class VideoJob:
                 first = first or exc
         self._progress = None
         return first
+
+    def _write_report(self, review: Any) -> None:
+        """The review page of the frames written (``--report``)."""
+        from dataclasses import asdict
+
+        info, s = self.info, self.settings
+        elapsed = time.perf_counter() - self._t0
+        span = (self.last_pts or 0.0) - (self.first_pts or 0.0)
+        title = Path(str(self.reader.path)).name
+        model, method = self.meta.get("model", ""), self.meta.get("method", "")
+        subtitle = (
+            f"{self.written} frames, {span:.1f} s, {info.width}x{info.height}; model {model}, method {method}"
+        )
+        settings = {**{k: v for k, v in self.meta.items() if k != "options"}, **asdict(s)}
+        settings.update(self.meta.get("options", {}))
+        run = {
+            "input": str(self.reader.path),
+            "output": self.output,
+            "model": model,
+            "method": method,
+            "frames": self.written,
+            "seconds (run so far)": round(elapsed, 2),
+            "frames per second": round(self.written / elapsed, 2) if elapsed > 0 else None,
+        }
+        review.write_page(title=title, subtitle=subtitle, settings=settings, run=run)
+        self.review_summary = review.summary
 
     # -- the render stage ---------------------------------------------------------------------------------
     def _render(self, frame: Frame, fr: FrameResult) -> None:
@@ -357,8 +413,9 @@ class VideoJob:
         self.last_pts = frame.pts
         if self._maps is not None:
             self._save_maps(frame, fr)
+        step = self._review.frame(frame, fr, out) if self._review is not None else None
         if self._csv is not None:
-            self._csv_row(frame, fr, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+            self._csv_row(frame, fr, (t1 - t0) * 1e3, (t2 - t1) * 1e3, step)
         if self._progress is not None:
             self._progress.update()
 
@@ -382,7 +439,9 @@ class VideoJob:
                 arrays[name] = m[0].astype(np.float16)
         self._maps.add(**arrays)
 
-    def _csv_row(self, frame: Frame, fr: FrameResult, render_ms: float, encode_ms: float) -> None:
+    def _csv_row(
+        self, frame: Frame, fr: FrameResult, render_ms: float, encode_ms: float, step: Any = None
+    ) -> None:
         r = fr.result
         row: list[Any] = [frame.index, f"{frame.pts:.6f}"]
         ids = r.topk.indices[fr.i].tolist()
@@ -401,6 +460,11 @@ class VideoJob:
             fr.batch,
             r.engine,  # compiled, eager, eager (compiling), eager (fallback)
             *(fr.window if fr.window is not None else ("", "")),
+            *(("", "") if step is None else (_num(step.error), f"{step.valid:.4f}")),
         ]
         self._csv.writerow(row)
         self._csv_file.flush()  # a row per frame done, also when the run is cut short
+
+
+def _num(v: float) -> str:
+    return f"{v:.6f}" if math.isfinite(v) else ""
