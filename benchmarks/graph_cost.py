@@ -130,8 +130,10 @@ def ort_call(path: Path, x: np.ndarray, threads: int) -> Callable[[], list[np.nd
     return lambda: sess.run(None, {"images": x})
 
 
-def compiled_calls(ex: Explainer, x: Tensor, folder: Path) -> tuple[Callable, Callable]:
-    """(plain torch.compile with freezing, rtsal's AOTInductor graph through the engine's loader)."""
+def compiled_calls(ex: Explainer, x: Tensor, folder: Path, threads: int) -> tuple[Callable, Callable]:
+    """(plain torch.compile with freezing, rtsal's AOTInductor graph through the engine's loader, built for
+    ``threads``: its prepacked weights are laid out for that many threads, as torch.compile's are for the
+    threads of its first call)."""
     import torch._inductor.config as inductor_config
 
     from rtsal.engine.compiled import make_graph
@@ -146,11 +148,11 @@ def compiled_calls(ex: Explainer, x: Tensor, folder: Path) -> tuple[Callable, Ca
         with torch.inference_mode():
             return fast(xl)
 
-    path = folder / "rtsal-graph.pt2"
+    path = folder / f"rtsal-graph-{threads}threads.pt2"
     if not path.exists():
         graph = make_graph(ex, clean_copy(ex.model).to(memory_format=torch.channels_last))
         try:
-            build_package(graph, xl, path)
+            build_package(graph, xl, path, threads=threads)
         finally:
             graph.close()
     run = load_package(path, 1)
@@ -235,7 +237,7 @@ def run_model(name: str, a: argparse.Namespace) -> list[dict[str, object]]:
         elif rt == "onnxruntime":
             groups.append((rt, "f32", {k: ort_call(p, xn, a.threads) for k, p in files.items()}))
         elif rt == "compiled":
-            plain, explained = compiled_calls(ex, x, folder)
+            plain, explained = compiled_calls(ex, x, folder, a.threads)
             groups.append((rt, "f32", {"plain": plain, "fastlog": explained}))
     calls = {f"{rt}/{prec}/{k}": f for rt, prec, fs in groups for k, f in fs.items()}
     times = measure(calls, a.rounds)

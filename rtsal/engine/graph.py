@@ -317,12 +317,18 @@ def build_package(
     path: Path,
     freezing: bool = True,
     export_lock: AbstractContextManager | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Export ``graph`` for inputs shaped like ``example`` and compile it with AOTInductor into ``path``
     (a ``.pt2`` file, weights included). Raises whatever the exporter or the C++ compiler raises.
 
     ``export_lock`` is held while ``torch.export`` traces (it patches module calls process-wide, so no other
-    thread may run a model meanwhile); the longer C++ compile runs without it."""
+    thread may run a model meanwhile); the longer C++ compile runs without it.
+
+    ``threads``: the thread count the package will run at (default ``os.cpu_count()``, one stream with
+    torch's default budget). Freezing prepacks the convolution weights in the oneDNN layout chosen for that
+    many threads; a caller with another budget gets correct results but oneDNN reorders the weights at every
+    call (measured on ResNet-50 built for 2 threads and run on 1: 1.8x; docs/graph-cost.md)."""
     target = torch.full((example.shape[0],), -1, dtype=torch.long, device=example.device)
     graph.eval()
     with export_lock or contextlib.nullcontext():
@@ -335,7 +341,7 @@ def build_package(
     # Inductor freezes (folds batch norms into the weights, prepacks oneDNN convolutions with their fused
     # activations, folds constants) only when gradients are off: without no_grad, `freezing` was ignored and
     # every convolution ran as an aten call followed by a separate batch-norm kernel (docs/graph-cost.md)
-    with torch.no_grad(), _codegen_threads():
+    with torch.no_grad(), _codegen_threads(threads or os.cpu_count() or 1):
         out = aoti_compile_and_package(ep, package_path=str(path), inductor_configs=build_configs(freezing))
     return Path(out)
 
@@ -350,11 +356,13 @@ def build_configs(freezing: bool = True) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def _codegen_threads():
-    """torch's thread count set to ``os.cpu_count()`` for the code generator (it decides which loops are worth
-    a parallel region for that many threads), restored afterwards; the child build runs on one thread."""
+def _codegen_threads(threads: int):
+    """torch's thread count set to ``threads`` while Inductor compiles (the code generator decides which loops
+    are worth a parallel region for that many threads and writes an unsized ``#pragma omp parallel`` when it
+    equals ``os.cpu_count()``; oneDNN picks the prepacked weight layout for it), restored afterwards: the
+    child build runs on one thread."""
     before = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
