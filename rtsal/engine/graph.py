@@ -325,10 +325,9 @@ def build_package(
     ``export_lock`` is held while ``torch.export`` traces (it patches module calls process-wide, so no other
     thread may run a model meanwhile); the longer C++ compile runs without it.
 
-    ``threads``: the thread count the package will run at (default ``os.cpu_count()``, one stream with
-    torch's default budget). Freezing prepacks the convolution weights in the oneDNN layout chosen for that
-    many threads; a caller with another budget gets correct results but oneDNN reorders the weights at every
-    call (measured on ResNet-50 built for 2 threads and run on 1: 1.8x; docs/graph-cost.md)."""
+    ``threads``: torch's thread count while Inductor generates code (default ``os.cpu_count()``): it decides
+    which kernels get a parallel region; their teams are sized at run time by the caller (see
+    :func:`build_configs`)."""
     target = torch.full((example.shape[0],), -1, dtype=torch.long, device=example.device)
     graph.eval()
     with export_lock or contextlib.nullcontext():
@@ -351,16 +350,18 @@ def build_configs(freezing: bool = True) -> dict[str, object]:
     are sized at run time by the calling thread (``torch.set_num_threads``: a stream's budget) because the
     build runs with torch's thread count equal to the machine's cores (:func:`_codegen_threads`), the case in
     which Inductor writes ``#pragma omp parallel`` without a fixed size, as for ``torch.compile``. Not
-    ``cpp.dynamic_threads``: it also opens a team for every kernel, however small (docs/graph-cost.md)."""
-    return {"freezing": freezing}
+    ``cpp.dynamic_threads``: it also opens a team for every kernel, however small (docs/graph-cost.md).
+    ``cpp.weight_prepack`` off: prepacked convolution weights are laid out for the build's thread count, and a
+    stream with another budget paid a reorder of every weight per call (ResNet-50 1.8x); without prepacking
+    the batch norms are still folded and the cost is 1-2 % (measured, docs/graph-cost.md)."""
+    return {"freezing": freezing, "cpp.weight_prepack": False}
 
 
 @contextlib.contextmanager
 def _codegen_threads(threads: int):
     """torch's thread count set to ``threads`` while Inductor compiles (the code generator decides which loops
     are worth a parallel region for that many threads and writes an unsized ``#pragma omp parallel`` when it
-    equals ``os.cpu_count()``; oneDNN picks the prepacked weight layout for it), restored afterwards: the
-    child build runs on one thread."""
+    equals ``os.cpu_count()``), restored afterwards: the child build runs on one thread."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
