@@ -198,7 +198,7 @@ class CompiledEngine:
             "device": str(ex.device),
             "torch": torch.__version__,
             "cpu": torch.backends.cpu.get_cpu_capability(),
-            "omp": "dynamic",  # kernels size their OpenMP team by the calling thread (graph.build_configs)
+            "omp": "frozen-noprepack",  # frozen under no_grad, teams sized by the caller (build_configs)
         }
 
     def _make(self, shape: tuple[int, ...], background: bool) -> None:

@@ -59,6 +59,63 @@ def smoe_scale_fastlog(a: Tensor) -> Tensor:
     return m * (torch.log2(m) - log2_fast(a).mean(dim=1))
 
 
+LOG_SQRTS = 5  # square roots taken by log2_sqrt before its series
+_LOG_SQRT_SCALE = 2.0 ** (LOG_SQRTS + 1) / math.log(2.0)  # log2 x = this * atanh_sqrt(x)
+
+
+def atanh_sqrt(x: Tensor) -> Tensor:
+    """``log2(x) / (2**(K+1) / ln 2)`` for positive x, from square roots and arithmetic only (K = 5).
+
+    ``y = x ** (1/32)`` by five square roots lies within ``e**(+-0.5)`` of 1 for x in [1e-7, 1e7];
+    ``ln y = 2 atanh(t)``, ``t = (y-1)/(y+1)`` (|t| < 0.25), summed to t**9. Within 1e-5 of log2 (after the
+    scale) for x in [1e-7, 1e7], 1e-3 up to 1e12. Runtimes run square roots and arithmetic as vectorised,
+    fused kernels where their ``Log`` is a scalar loop (OpenVINO's CPU plugin: ``Log`` runs as ``ref_f32``).
+    The scale is left to the caller, so it can be applied after a reduction, on the small map. Any shape.
+    """
+    for _ in range(LOG_SQRTS):
+        x = torch.sqrt(x)
+    t = (x - 1.0) / (x + 1.0)
+    t2 = t * t
+    return t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0)))))
+
+
+def log2_sqrt(x: Tensor) -> Tensor:
+    """log2 of positive values from square roots and arithmetic only (see :func:`atanh_sqrt`). Any shape."""
+    return _LOG_SQRT_SCALE * atanh_sqrt(x)
+
+
+def channel_mean_mm(a: Tensor) -> Tensor:
+    """Mean over dim 1 as a matrix product ``(1/C, ..., 1/C) @ a``: (N, C, ...) -> (N, ...).
+
+    The same values as ``a.mean(dim=1)``; exported graphs get a ``MatMul`` (a GEMM kernel that reads the
+    channel axis at full speed in any layout) instead of a ``ReduceMean`` over a strided axis."""
+    n, c = a.shape[0], a.shape[1]
+    w = torch.full((1, c), 1.0 / c, dtype=a.dtype, device=a.device)
+    return torch.matmul(w, a.reshape(n, c, -1)).reshape((n, *a.shape[2:]))
+
+
+def smoe_scale_sqrt(a: Tensor) -> Tensor:
+    """:func:`smoe_scale` for runtimes without a vectorised ``Log``: :func:`atanh_sqrt` for the per-element
+    logarithm, channel means as matrix products (:func:`channel_mean_mm`), every scale on the small map.
+
+    Agrees with :func:`smoe_scale` to about 1e-5 relative. (N, C, H, W) -> (N, H, W).
+    """
+    a = a + EPS
+    m = channel_mean_mm(a)
+    return m * (torch.log2(m) - _LOG_SQRT_SCALE * channel_mean_mm(atanh_sqrt(a)))
+
+
+def smoe_scale_mm(a: Tensor) -> Tensor:
+    """:func:`smoe_scale` with the natural log and channel means as matrix products (:func:`channel_mean_mm`),
+    the 1/ln 2 applied once on the small map. (N, C, H, W) -> (N, H, W)."""
+    a = a + EPS
+    m = channel_mean_mm(a)
+    return m * (torch.log(m) - channel_mean_mm(torch.log(a))) * _INV_LN2
+
+
+_INV_LN2 = 1.0 / math.log(2.0)
+
+
 def channel_mean(a: Tensor) -> Tensor:
     """Mean over channels. (N, C, H, W) -> (N, H, W)."""
     return a.mean(dim=1)
@@ -96,5 +153,24 @@ STATISTICS: dict[str, Callable[[Tensor], Tensor]] = {
     "max": channel_max,
     "entropy": truncnorm_entropy,
 }
+# The same statistic in the formulation each runtime runs fastest, for graphs built for that runtime (measured
+# by benchmarks/graph_cost.py, docs/graph-cost.md); a name missing here runs as in STATISTICS.
+RUNTIME_STATISTICS: dict[str, dict[str, Callable[[Tensor], Tensor]]] = {
+    "torch": {},  # eager: torch.log2 is vectorised and the reductions are native
+    "compiled": {"smoe": smoe_scale_fastlog},  # Inductor fuses the bit-level log2 into the channel reduction
+    "openvino": {"smoe": smoe_scale_sqrt},  # its Log is a scalar reference kernel; sqrt and arithmetic fuse
+    "onnxruntime": {"smoe": smoe_scale_mm},  # its Log is vectorised; MatMul beats ReduceMean over channels
+}
+
+
+def runtime_statistic(name: str, runtime: str) -> Callable[[Tensor], Tensor]:
+    """The statistic ``name`` (a key of :data:`STATISTICS`) as a graph for ``runtime`` should compute it."""
+    if name not in STATISTICS:
+        raise ValueError(f"unknown statistic {name!r}: choose one of {', '.join(STATISTICS)}")
+    if runtime not in RUNTIME_STATISTICS:
+        raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIME_STATISTICS)}")
+    return RUNTIME_STATISTICS[runtime].get(name, STATISTICS[name])
+
+
 # statistics that need a non-negative input: the engine applies ReLU to scale-end tensors that can be negative
 NEEDS_RELU = {"smoe": True, "mean": True, "std": True, "max": True, "entropy": False}
