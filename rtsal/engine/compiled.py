@@ -52,7 +52,6 @@ from torch import Tensor, nn
 
 from rtsal.engine.cache import FORMAT, Cache
 from rtsal.engine.graph import ExplainGraph, GraphOutput, build_package, clean_copy, load_package
-from rtsal.engine.saliency.fastcam import fuse_maps
 from rtsal.locks import SharedExclusiveLock
 
 __all__ = ["CompiledEngine", "weights_hash"]
@@ -382,10 +381,11 @@ def explain_graph(
     timings: dict[str, float],
     t0: float,
     method: str,
+    engine: str = "compiled",
 ):
-    """One call of the compiled graph, turned into the same :class:`~rtsal.types.SaliencyResult` the eager
+    """One call of a backend's graph, turned into the same :class:`~rtsal.types.SaliencyResult` the eager
     engine returns. ``target``: None (top-1) or (N,) classes already checked by the explainer."""
-    from rtsal.types import SaliencyResult, TopK
+    from rtsal.engine.result import assemble
 
     n = x.shape[0]
     # the package was built for dense inputs: a broadcast target (stride 0) or another memory format would
@@ -396,24 +396,9 @@ def explain_graph(
     out = run(x, tgt)
     t2 = _now(ex.device)
     timings["forward"] = (t2 - t1) * 1e3
-    with torch.inference_mode():  # the step after the graph, as the eager engine runs it (OpenCV upsampling)
-        scales, smoe, cam, fused, nonclass = fuse_maps(out.maps, out.cam_small, out_size, ex._weights_t)
-    labels = [[ex.class_names[i] for i in row] for row in out.top_i.tolist()]
     # ``method`` selects ``saliency`` for this call; its CAM is the graph's (the explainer checks)
-    result = SaliencyResult.of_engine(
-        method,
-        fused=fused,
-        smoe=smoe,
-        nonclass=nonclass,
-        cam=cam,
-        logits=out.logits,
-        topk=TopK(out.top_i, out.top_p, labels),
-        target=out.target,
-        scales=scales,
-        layers=tuple(i.label for i in ex.layers),
-        timings=timings,
-        engine="compiled",
-    )
+    result = assemble(method, out.logits, out.target, out.cam_small, out.maps, out_size, ex._weights_t,
+                      ex.class_names, ex.topk, tuple(i.label for i in ex.layers), timings, engine)
     t3 = _now(ex.device)
     timings["saliency"] = (t3 - t2) * 1e3
     timings["total"] = (t3 - t0) * 1e3

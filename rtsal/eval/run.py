@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtsal.engine.result import MAP_OF_METHOD
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.eval.inputs import DATA, Sample
 from rtsal.eval.methods import DEFAULTS, MethodSpec
@@ -56,7 +57,7 @@ MEASURES = (
 )
 PAIRED = ("n_ins_minus_del", "ins_minus_del")  # the measures compared method against method
 HEADLINE = "n_ins_minus_del"
-FIELD = {"fastcam": "fused", "smoe": "smoe", "nonclass": "nonclass", "gradcam": "cam", "gradcampp": "cam"}
+FIELD = MAP_OF_METHOD
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""The ONNX Runtime backend: the graph exported to ONNX (cached), run by a CPU session.
+
+The ONNX file of a spec's graph is kept in rtsal's cache folder with the same rules as the compiled
+engine's packages (:mod:`rtsal.engine.cache`). The session is ONNX Runtime's default CPU session with
+``threads`` intra-op threads; ``InferenceSession.run`` may be called from many threads at once.
+(``rtsal export`` writes a different file, with the maps upsampled inside, for use without rtsal;
+``--backend onnxruntime --onnx FILE`` runs such a file through :mod:`rtsal.deploy.runtime`.)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rtsal.engine.backends.common import example_inputs, graph_of, outputs_of
+from rtsal.engine.cache import Cache
+from rtsal.engine.graph import GraphOutput, clean_copy
+from rtsal.engine.spec import FastCAMSpec
+
+__all__ = ["OnnxRuntimeBackend", "onnx_bytes"]
+
+SUFFIX = ".onnx"
+
+
+def onnx_bytes(spec: FastCAMSpec, model: nn.Module) -> bytes:
+    """``spec``'s graph over a copy of ``model`` as ONNX (the TorchScript exporter: it traces on the calling
+    thread only, so a serving eager engine is not disturbed)."""
+    import warnings
+
+    graph = graph_of(spec, clean_copy(model).eval())
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, example_inputs(spec), buf, dynamo=False, input_names=["x", "target"],
+                              opset_version=18)
+    finally:
+        graph.close()
+    return buf.getvalue()
+
+
+class OnnxRuntimeBackend:
+    """``spec``'s graph in an ONNX Runtime CPU session (see the module docstring)."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        spec: FastCAMSpec,
+        model: nn.Module,
+        cache_dir: str | os.PathLike | None = None,
+        threads: int | None = None,
+        streams: int = 1,
+    ) -> None:
+        import onnxruntime as ort
+
+        if spec.precision != "f32":
+            raise ValueError("the onnxruntime backend runs f32 only")
+        self.spec = spec
+        self.cache = Cache(cache_dir, suffix=SUFFIX)
+        key = {"backend": "onnxruntime", "model": spec.model, "shape": list(spec.shape or ()),
+               "method": spec.method, "spec": spec.to_dict(), "torch": torch.__version__}
+        self.source = "cache"
+        path = self.cache.lookup(key)
+        if path is None:
+            path = self.cache.store(key, lambda tmp: Path(tmp).write_bytes(onnx_bytes(spec, model)))
+            self.source = "built"
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        self._session: Any = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(self, x: Tensor, target: Tensor) -> GraphOutput:
+        session = self._session
+        if session is None:
+            raise RuntimeError("this ONNX Runtime backend is closed")
+        feed = {"x": x.detach().cpu().contiguous().numpy(), "target": target.detach().cpu().numpy()}
+        return outputs_of(session.run(None, feed))
+
+    def close(self) -> None:
+        self._session = None
