@@ -276,6 +276,9 @@ class Explainer:
 
             n = x.shape[0]
             tgt = None if target is None else resolve_targets(torch.empty(n, self.info.num_classes), target)
+            plain = getattr(self._compiled, "plain_ms", {}).get(tuple(x.shape))
+            if plain is not None:
+                timings["plain"] = plain  # this runtime's plain forward pass, timed after its build
             return explain_graph(self, run, x, out_size, tgt, timings, t0, method or self.method,
                                  engine=self.backend)
         if self._compiled is not None:

@@ -31,8 +31,69 @@ def graph_of(spec: FastCAMSpec, model: nn.Module) -> ExplainGraph:
     graph = ExplainGraph(model, layers, relu, w / w.sum(), head_weight, spec.cam, STATISTICS[spec.statistic],
                          NORMS[spec.norm], spec.topk, cam_relu=layers[-1].relu).eval()
     if graph.needs_head_grad:
-        graph.trace_head(example_inputs(spec)[0])
+        x, target = example_inputs(spec)
+        graph.trace_head(x)
+        with torch.no_grad():
+            graph.model(x)
+        a = graph.recorder.pop()[-1]
+        graph.head_grad = _decomposed(graph.head_grad, a, torch.zeros_like(target))
     return graph
+
+
+def _decomposed(gm: nn.Module, a: Tensor, target: Tensor) -> nn.Module:
+    """The traced head gradient with its backward ops (``hardswish_backward``, ...) decomposed into core
+    aten ops, which the ONNX exporter and OpenVINO's converter know."""
+    from torch._decomp import core_aten_decompositions
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    with torch.no_grad():
+        out = make_fx(gm, decomposition_table=core_aten_decompositions())(a, target)
+    _plain_views(out.graph)
+    out.graph.eliminate_dead_code()
+    out.recompile()
+    return out
+
+
+def _plain_views(graph: torch.fx.Graph) -> None:
+    """Functionalisation writes a reshape into a fresh tensor as ``as_strided_scatter`` / ``as_strided_copy``
+    / ``copy`` over a whole, contiguous buffer, which converters lack; these are reshapes and expands."""
+    aten = torch.ops.aten
+
+    def val(node: object) -> Tensor | None:
+        v = getattr(node, "meta", {}).get("val")
+        return v if isinstance(v, Tensor) else None
+
+    def contiguous(size: Sequence[int], stride: Sequence[int]) -> bool:
+        return list(stride) == list(torch.empty(list(size)).stride())
+
+    for n in list(graph.nodes):
+        if n.op != "call_function":
+            continue
+        new = None
+        if n.target == aten.as_strided_copy.default:
+            src, size, stride = n.args[:3]
+            offset = n.args[3] if len(n.args) > 3 else 0
+            v = val(src)
+            if v is not None and offset == 0 and contiguous(size, stride) and v.numel() == val(n).numel():
+                new = (aten.reshape.default, (src, list(size)))
+        elif n.target == aten.as_strided_scatter.default:
+            base, src, size, stride = n.args[:4]
+            offset = n.args[4] if len(n.args) > 4 else 0
+            vb = val(base)
+            if vb is not None and offset == 0 and contiguous(size, stride) and vb.is_contiguous() \
+                    and vb.numel() == int(torch.tensor(list(size)).prod()):
+                new = (aten.reshape.default, (src, list(vb.shape)))
+        elif n.target == aten.copy.default:
+            dst, src = n.args[:2]
+            vd = val(dst)
+            if vd is not None:
+                new = (aten.expand.default, (src, list(vd.shape)))
+        if new is not None:
+            with graph.inserting_before(n):
+                repl = graph.call_function(*new)
+            repl.meta.update(n.meta)
+            n.replace_all_uses_with(repl)
+            graph.erase_node(n)
 
 
 def example_inputs(spec: FastCAMSpec) -> tuple[Tensor, Tensor]:

@@ -57,24 +57,40 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
         streams: int = 1,
     ) -> None:
-        import onnxruntime as ort
-
         if spec.precision != "f32":
             raise ValueError("the onnxruntime backend runs f32 only")
         self.spec = spec
+        self.threads = threads
+        self._model = model
         self.cache = Cache(cache_dir, suffix=SUFFIX)
-        key = {"backend": "onnxruntime", "model": spec.model, "shape": list(spec.shape or ()),
-               "method": spec.method, "spec": spec.to_dict(), "torch": torch.__version__}
-        self.source = "cache"
-        path = self.cache.lookup(key)
+        self._key = {"backend": "onnxruntime", "model": spec.model, "shape": list(spec.shape or ()),
+                     "method": spec.method, "spec": spec.to_dict(), "torch": torch.__version__}
+        self._session, self.source = self._open(self._key, lambda: onnx_bytes(spec, model))
+
+    def _open(self, key: dict[str, Any], make: Any) -> tuple[Any, str]:
+        import onnxruntime as ort
+
+        source, path = "cache", self.cache.lookup(key)
         if path is None:
-            path = self.cache.store(key, lambda tmp: Path(tmp).write_bytes(onnx_bytes(spec, model)))
-            self.source = "built"
+            path, source = self.cache.store(key, lambda tmp: Path(tmp).write_bytes(make())), "built"
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
         opts.log_severity_level = 3
-        self._session: Any = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), source
+
+    def plain(self) -> Any:
+        """The plain model (logits only) in a session with the same settings, cached: a callable
+        ``x -> None``, the baseline of the maps' cost on this runtime."""
+        def make() -> bytes:
+            buf = io.BytesIO()
+            with torch.no_grad():
+                torch.onnx.export(clean_copy(self._model).eval(), example_inputs(self.spec)[:1], buf,
+                                  dynamo=False, input_names=["x"], opset_version=18)
+            return buf.getvalue()
+
+        session, _ = self._open({**self._key, "plain": True, "method": "plain"}, make)
+        return lambda x: session.run(None, {"x": x.detach().cpu().contiguous().numpy()})
 
     def run(self, x: Tensor, target: Tensor) -> GraphOutput:
         session = self._session

@@ -78,24 +78,44 @@ class OpenVINOBackend:
             raise ValueError("the spec holds no input shape")
         self.spec = spec
         self.config = ov_config(spec.precision, threads, streams)
-        core = ov.Core()
+        self._core = ov.Core()
+        self._model = model
         self.cache = Cache(cache_dir, suffix=SUFFIX)
-        key = self.cache_spec(spec, self.config, core)
-        self.source = "cache"
-        blob = self.cache.lookup(key)
-        if blob is None:
-            def write(tmp: Path) -> None:
-                compiled = core.compile_model(convert(spec, model), "CPU", self.config)
-                stream = compiled.export_model()
-                tmp.write_bytes(stream if isinstance(stream, bytes) else stream.getvalue())
-
-            blob = self.cache.store(key, write)
-            self.source = "built"
-        self.compiled = core.import_model(Path(blob).read_bytes(), "CPU", self.config)
+        self.compiled, self.source = self._compile(self.cache_spec(spec, self.config, self._core),
+                                                   lambda: convert(spec, model))
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(max(1, streams)):
             self._requests.put(self.compiled.create_infer_request())
         self._closed = threading.Event()
+
+    def _compile(self, key: Mapping[str, Any], make: Any) -> tuple[Any, str]:
+        """The compiled model of cache entry ``key`` (``make()`` gives the ``openvino.Model`` to compile
+        when it is missing) and where it came from: ``cache`` or ``built``."""
+        core, source = self._core, "cache"
+        blob = self.cache.lookup(key)
+        if blob is None:
+            def write(tmp: Path) -> None:
+                stream = core.compile_model(make(), "CPU", self.config).export_model()
+                tmp.write_bytes(stream if isinstance(stream, bytes) else stream.getvalue())
+
+            blob, source = self.cache.store(key, write), "built"
+        return core.import_model(Path(blob).read_bytes(), "CPU", self.config), source
+
+    def plain(self) -> Any:
+        """The plain model (logits only) compiled by OpenVINO with the same settings, cached: a callable
+        ``x -> None``, the baseline of the maps' cost on this runtime (the HUD, the benchmarks)."""
+        import openvino as ov
+
+        key = {**self.cache_spec(self.spec, self.config, self._core), "plain": True, "method": "plain"}
+
+        def make() -> Any:
+            with torch.no_grad():
+                example = example_inputs(self.spec)[:1]
+                return ov.convert_model(clean_copy(self._model).eval(), example_input=example)
+
+        compiled, _ = self._compile(key, make)
+        request = compiled.create_infer_request()
+        return lambda x: request.infer([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
 
     @staticmethod
     def cache_spec(spec: FastCAMSpec, config: Mapping[str, Any], core: Any) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class ServedBackend:
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
         streams: int = 1,
+        measure_plain: bool = True,
     ) -> None:
         if mode not in (True, "background"):
             raise ValueError(f"mode must be True or 'background', not {mode!r}")
@@ -82,6 +83,9 @@ class ServedBackend:
         self._warned = False
         self.build_seconds: dict[tuple[int, ...], float] = {}
         self.source: dict[tuple[int, ...], str] = {}
+        self.measure_plain = measure_plain
+        # the plain forward pass of this runtime, per shape, timed once after the build (ms; the HUD's base)
+        self.plain_ms: dict[tuple[int, ...], float | None] = {}
 
     def runner(self, x: Tensor) -> Callable[[Tensor, Tensor], object] | None:
         """The built backend's ``run`` for ``x``'s shape, or None: serve this call eagerly."""
@@ -118,6 +122,7 @@ class ServedBackend:
                                 threads=threads, streams=self.streams)
             x = torch.zeros(shape)
             backend.run(x, torch.full((shape[0],), -1, dtype=torch.long))  # warm up
+            self.plain_ms[shape] = _plain_ms(backend, x) if self.measure_plain else None
         except Exception as exc:  # noqa: BLE001 - any runtime failure means "stay eager"
             self._built[shape] = FAILED
             self._warn(f"building the {self.name} backend for input {shape} failed ({type(exc).__name__}: "
@@ -148,6 +153,24 @@ class ServedBackend:
         if not self._warned:
             self._warned = True
             print(f"rtsal: {reason}; running the eager engine", file=sys.stderr)
+
+
+def _plain_ms(backend: Backend, x: Tensor, calls: int = 5) -> float | None:
+    """Median time of the backend's plain model (logits only) on ``x``, ms; None where it has none."""
+    make = getattr(backend, "plain", None)
+    if make is None:
+        return None
+    try:
+        plain = make()
+        plain(x)
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            plain(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    except Exception:  # noqa: BLE001 - the baseline is informative only
+        return None
+    return sorted(times)[len(times) // 2]
 
 
 def _first_line(exc: BaseException) -> str:
