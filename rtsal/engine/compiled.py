@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -55,6 +56,10 @@ from rtsal.engine.graph import ExplainGraph, GraphOutput, build_package, clean_c
 from rtsal.locks import SharedExclusiveLock
 
 __all__ = ["CompiledEngine", "weights_hash"]
+
+# torch's C++ extension helper warns "No CUDA runtime is found, using CUDA_HOME=..." on every CPU-only build
+# where a CUDA toolkit folder exists: not a problem of the run, so not said on every compile
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 Runner = Callable[[Tensor, Tensor], GraphOutput]
 BUILDING = "building"
