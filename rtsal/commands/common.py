@@ -13,6 +13,7 @@ from rtsal.names import CAMS, CMAPS, METHODS, NORMS, STATISTICS, VIEWS, WEIGHT_P
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer
+    from rtsal.options import EngineOptions
 
 
 
@@ -296,7 +297,7 @@ def check_engine_args(args: argparse.Namespace) -> None:
     check_device(args.device)
 
 
-def make_explainer(args: argparse.Namespace) -> Explainer:
+def make_explainer(args: argparse.Namespace | EngineOptions) -> Explainer:
     """Build the Explainer the engine options ask for."""
     from rtsal.engine.explainer import Explainer
 
@@ -366,12 +367,14 @@ def prepare_output_dir(path: str | Path) -> Path:
     return out
 
 
-def make_runner(args: argparse.Namespace):
+def make_runner(args: argparse.Namespace | EngineOptions):
     """The object that explains frames for the selected ``--method``: a context manager (it owns and closes
     the explainer) with ``explain(images, target=None) -> SaliencyResult`` and a ``cost`` string. Engine
     methods run on the Explainer's one pass; comparison methods run their own passes on its model."""
     from rtsal.methods import build_runner
+    from rtsal.options import EngineOptions
 
+    args = EngineOptions.from_args(args)  # one frozen value from here on (picklable: batch workers)
     if getattr(args, "onnx", None):
         if getattr(args, "backend", "auto") not in ("onnxruntime", "auto"):
             raise UsageError("--onnx needs --backend onnxruntime")
@@ -381,8 +384,7 @@ def make_runner(args: argparse.Namespace):
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     engine = METHODS[method].engine
     # the comparison methods run their own passes
-    plain = {"method": "fastcam", "compile": False, "backend": "torch"}
-    engine_args = args if engine else argparse.Namespace(**{**vars(args), **plain})
+    engine_args = args if engine else args.replace(method="fastcam", compile=False, backend="torch")
     explainer = make_explainer(engine_args)
     try:
         return build_runner(
