@@ -173,10 +173,10 @@ def one_line_error(capsys, rc: int, code: int, message: str) -> None:
 
 def test_cli_backend_errors(tmp_path, capsys, monkeypatch, no_model):
     coffee = str(DATA / "coffee.jpg")
-    rc = main(["image", coffee, "-o", str(tmp_path), "--backend", "tensorrt"])
-    assert rc == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
-    rc = main(["image", coffee, "-o", str(tmp_path), "--precision", "f16"])
-    assert rc == 2 and "invalid choice: 'f16'" in capsys.readouterr().err
+    for flag, bad in (("--backend", "tensorrt"), ("--precision", "f16")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["image", coffee, "-o", str(tmp_path), flag, bad])
+        assert exit_.value.code == 2 and f"invalid choice: '{bad}'" in capsys.readouterr().err
 
 
 def test_cli_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):

@@ -83,8 +83,11 @@ class OnnxRuntimeBackend:
         """The plain model (logits only) in a session with the same settings, cached: a callable
         ``x -> None``, the baseline of the maps' cost on this runtime."""
         def make() -> bytes:
+            import warnings
+
             buf = io.BytesIO()
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 torch.onnx.export(clean_copy(self._model).eval(), example_inputs(self.spec)[:1], buf,
                                   dynamo=False, input_names=["x"], opset_version=18)
             return buf.getvalue()

@@ -49,11 +49,16 @@ def ov_config(precision: str, threads: int | None, streams: int = 1) -> dict[str
 
 def convert(spec: FastCAMSpec, model: nn.Module) -> Any:
     """``spec``'s graph over ``model`` as an ``openvino.Model`` (the model is copied; its hooks stay)."""
+    import warnings
+
     import openvino as ov
 
     graph = graph_of(spec, clean_copy(model).eval())
     try:
-        with torch.no_grad():
+        # the tracer warns about every Python number the model computes from shapes (fixed here: one graph
+        # per input shape)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return ov.convert_model(graph, example_input=example_inputs(spec))
     finally:
         graph.close()
@@ -109,7 +114,10 @@ class OpenVINOBackend:
         key = {**self.cache_spec(self.spec, self.config, self._core), "plain": True, "method": "plain"}
 
         def make() -> Any:
-            with torch.no_grad():
+            import warnings
+
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 example = example_inputs(self.spec)[:1]
                 return ov.convert_model(clean_copy(self._model).eval(), example_input=example)
 
