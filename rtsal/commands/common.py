@@ -148,11 +148,19 @@ PRECISIONS = ("f32", "bf16")  # rtsal.engine.spec.PRECISIONS
 
 def add_backend_options(g: argparse._ActionsContainer) -> None:
     """--backend, --precision and --onnx (the same on every command that explains)."""
+    add_backend_choice(g)
+    g.add_argument("--onnx", default=None, metavar="FILE",
+                   help="run this `rtsal export` file with --backend onnxruntime (model, size and settings "
+                   "come from the file)")
+
+
+def add_backend_choice(g: argparse._ActionsContainer, default: str | None = None) -> None:
+    """--backend and --precision (default backend: ``default``, else $RTSAL_BACKEND, else auto)."""
     import os
 
     g.add_argument(
         "--backend",
-        default=os.environ.get("RTSAL_BACKEND", "auto"),
+        default=default or os.environ.get("RTSAL_BACKEND", "auto"),
         choices=BACKENDS,
         help="the runtime of the model and its maps: auto (the fastest installed: openvino, then "
         "onnxruntime, then compiled; see docs/backends.md), torch (eager), compiled (AOTInductor), "
@@ -166,9 +174,6 @@ def add_backend_options(g: argparse._ActionsContainer) -> None:
         help="inference precision: f32 (default; maps agree with eager to 0.999) or bf16 (openvino only: "
         "faster on CPUs with bf16, per-scale maps less exact: see docs/backends.md)",
     )
-    g.add_argument("--onnx", default=None, metavar="FILE",
-                   help="run this `rtsal export` file with --backend onnxruntime (model, size and settings "
-                   "come from the file)")
 
 
 def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") -> None:
