@@ -37,11 +37,11 @@ PRECISION = {"f32": "f32", "bf16": "bf16"}
 
 
 def ov_config(precision: str, threads: int | None, streams: int = 1) -> dict[str, Any]:
-    """The compile settings: the precision hint, the latency hint, ``threads`` inference threads in all
-    (default: OpenVINO's choice) and ``streams`` CPU streams."""
+    """The compile settings: the precision hint, the latency hint, ``streams`` CPU streams of ``threads``
+    threads each (default: OpenVINO's choice)."""
     cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
     if threads:
-        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+        cfg["INFERENCE_NUM_THREADS"] = int(threads) * max(1, streams)
     if streams > 1:
         cfg["NUM_STREAMS"] = int(streams)
     return cfg
