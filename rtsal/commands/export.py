@@ -78,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}: choose one of {', '.join(sorted(MODELS))}")
+    from rtsal.outputs import check_outputs
+
+    weights = parse_weights(args.weights)
+    # an output that is an input, a folder or unwritable is said first (exit 1), then a wrong suffix (exit 2)
+    check_outputs(([weights] if weights not in ("default", None) else []) + [args.model],
+                  [("-o", args.output)])
     fmt = output_format(args.output, args.format)
     if fmt == "openvino":
         return run_openvino(args)
