@@ -238,3 +238,29 @@ def test_export_openvino_ir_holds_the_spec_and_runs(tmp_path, capsys):
     shapes = [tuple(out[o].shape) for o in compiled.outputs]
     assert shapes[0] == (1, 1000) and shapes[4] == (1, 2, 2)  # logits, ..., the CAM at the last scale
     assert len(shapes) == 5 + len(spec.layers)
+
+
+def test_hud_overhead_is_against_the_same_runtimes_plain_forward():
+    from rtsal.render.hud import HudInfo
+
+    base = dict(fps=30.0, latency_ms=20.0, dropped=0, method="fastcam", cost="1 forward")
+    line = HudInfo(**base, forward_ms=10.0, saliency_ms=1.0, engine="openvino", plain_ms=8.8).lines()[1]
+    assert line == "forward+maps 10.0 ms  after 1.0 ms (+25% vs plain 8.8)"
+    assert "building openvino" in HudInfo(**base, forward_ms=10.0, saliency_ms=1.0,
+                                          engine="eager (building openvino)").lines()[2]
+
+
+def test_engine_options_one_picklable_value():
+    import pickle
+
+    from rtsal.cli import build_parser
+    from rtsal.options import EngineOptions
+
+    args = build_parser().parse_args(["video", "in.mp4", "-o", "out.mp4", "--backend", "openvino",
+                                      "--precision", "bf16", "--size", "160"])
+    opts = EngineOptions.from_args(args)
+    got = (opts.backend, opts.precision, opts.size, opts.compile_mode)
+    assert got == ("openvino", "bf16", 160, "background")
+    assert pickle.loads(pickle.dumps(opts)) == opts and EngineOptions.from_args(opts) is opts
+    with pytest.raises(AttributeError):
+        opts.size = 224  # frozen
