@@ -5,7 +5,8 @@
 
 - ``mode=True``: the first call for a shape builds (or loads from the cache) synchronously;
 - ``mode="background"``: the first call starts a builder thread and returns None until the backend is
-  ready, so the first frames are served eagerly at once and none waits.
+  ready, so the first frames are served eagerly at once and none waits. A run that ends during the build
+  waits for it on close (one line on stderr): it writes the cache entry the next run starts with.
 
 A build that fails is reported once on stderr and that shape stays eager (``eager (fallback)``).
 """
@@ -142,9 +143,17 @@ class ServedBackend:
             t.join(timeout)
 
     def close(self, detach: bool = True) -> None:
-        """Release the built backends; a build still running finishes its cache entry, then is dropped."""
+        """Release the built backends. A build still running is waited for (one line on stderr): the
+        runtime's compiler threads must not outlive the interpreter, and its cache entry makes the next run
+        start with the backend."""
         with self._lock:
             self._closed = True
+        running = [t for t in self._threads if t.is_alive()]
+        if running:
+            print(f"rtsal: finishing the {self.name} build so that the next run starts with it (cached)",
+                  file=sys.stderr)
+        for t in running:
+            t.join()
         for got in list(self._built.values()):
             if not isinstance(got, str):
                 got.close()
