@@ -9,8 +9,11 @@ engine's packages (:mod:`rtsal.engine.cache`). The session is ONNX Runtime's def
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +38,30 @@ def onnx_bytes(spec: FastCAMSpec, model: nn.Module) -> bytes:
     graph = graph_of(spec, clean_copy(model).eval())
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        # the exporter prints its whole IR graph (from C++) before raising on an operator it lacks: the
+        # caller says the one line that matters
+        with warnings.catch_warnings(), torch.no_grad(), _stderr_to_devnull():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, example_inputs(spec), buf, dynamo=False, input_names=["x", "target"],
                               opset_version=18)
     finally:
         graph.close()
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration (C++ writes there, past ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class OnnxRuntimeBackend:
