@@ -241,7 +241,7 @@ def run_variant(a: argparse.Namespace, cores: int | None, omp: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix="rtsal-variant-")) / "v.json"
     cmd = [sys.executable, __file__, "--frames", str(a.frames), "--model", a.model, "--method", a.method,
            "--size", str(a.size), "--configs", a.configs, "--model-seconds", str(a.model_seconds),
-           "--rt-fps", "", "--json", str(out), "--child", "--compile", a.compile]
+           "--rt-fps", "", "--json", str(out), "--child", "--compile", a.compile, "--backend", a.backend]
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
     if omp != "default":
@@ -255,7 +255,7 @@ def run_variant(a: argparse.Namespace, cores: int | None, omp: str) -> dict:
 def measure(a: argparse.Namespace, compiled: bool, cores: int, clip: Path, images: list, tmp: Path) -> dict:
     """Every row of the benchmark on one engine (eager, or compiled with its graph ready before timing)."""
     engine = ["--model", a.model, "--method", a.method, "--size", str(a.size),
-              "--compile" if compiled else "--no-compile"]
+              "--compile" if compiled else "--no-compile", "--backend", a.backend if compiled else "torch"]
     if a.model != "efficientnet-lite0":
         engine += ["--weights", "none"]  # only lite0 has weights offline; speed does not depend on them
 
@@ -267,6 +267,7 @@ def measure(a: argparse.Namespace, compiled: bool, cores: int, clip: Path, image
         "cores": cores, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model, "method": a.method, "size": a.size,
         "frame": list(SIZE), "frames": a.frames, "auto": list(auto), "compiled": compiled,
+        "backend": a.backend if compiled else "torch",
     }}
     try:
         t_build = time.perf_counter()
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", choices=("off", "on", "both"), default="off",
                    help="the compiled engine in every run, model-only included (on), or the eager rows "
                    "then the compiled rows in one run (both) (default: off)")
+    p.add_argument("--backend", default="compiled",
+                   choices=("compiled", "onnxruntime", "openvino", "auto"),
+                   help="the graph backend of the --compile rows (default: compiled, AOTInductor)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     a = p.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -152,12 +152,12 @@ def bench_model(explainer, frames: list[np.ndarray], batch: int) -> tuple[float,
     return fps, warm, engines.pop()
 
 
-def video_args(clip: Path, out: Path, compiled: bool, extra: list[str]) -> argparse.Namespace:
-    """``rtsal video CLIP -o OUT ...`` as parsed by the CLI; a compiled graph is built before the first frame
-    (not in the background), so a timed run is all compiled frames."""
+def video_args(clip: Path, out: Path, backend: str, extra: list[str]) -> argparse.Namespace:
+    """``rtsal video CLIP -o OUT --backend BACKEND ...`` as parsed by the CLI; a graph backend is built
+    before the first frame (not in the background), so a timed run is all frames of that backend."""
     args = build_parser().parse_args(
-        ["video", str(clip), "-o", str(out), "--no-progress", "--compile" if compiled else "--no-compile",
-         *extra]
+        ["video", str(clip), "-o", str(out), "--no-progress", "--backend", backend,
+         "--compile" if backend != "torch" else "--no-compile", *extra]
     )
     args.compile_mode = True
     return args
@@ -165,14 +165,14 @@ def video_args(clip: Path, out: Path, compiled: bool, extra: list[str]) -> argpa
 
 def run_job(
     clip: Path, out: Path, batch: int, preset: str, config: str, extra: list[str] | None = None,
-    compiled: bool = False,
+    backend: str = "torch",
 ) -> dict:
     """One whole ``rtsal video`` job (model loaded and warmed up first, not timed) with ``--streams``/
     ``--threads`` from ``config`` (STREAMSxTHREADS or auto); its rates, counters and per-stage CPU."""
     from rtsal.commands.common import apply_threads
 
     st, _, th = config.partition("x")
-    args = video_args(clip, out, compiled, ["--batch", str(batch), "--preset", preset, "--streams", st]
+    args = video_args(clip, out, backend, ["--batch", str(batch), "--preset", preset, "--streams", st]
                       + (["--threads", th] if th else []) + (extra or []))
     before = torch.get_num_threads()
     threads = apply_threads(args)
@@ -188,7 +188,7 @@ def run_job(
     duration = summary.span_s or summary.frames / (info.fps or 25)
     return {
         "config": config,
-        "engine": "compiled" if compiled else "eager",
+        "engine": backend,
         "streams": stats.get("streams"),
         "threads_per_stream": threads,
         "batch": batch,
@@ -265,11 +265,16 @@ def main() -> int:
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "video.json"))
     p.add_argument("--example", default=None, metavar="PNG", help="also save an output frame here")
     p.add_argument("--quick", action="store_true", help="tiny clip and few settings: checks the script")
+    p.add_argument("--backends", default=None, metavar="A,B",
+                   help="backends of the model rows and pipeline runs: torch,compiled,onnxruntime,openvino "
+                   "(overrides --compile)")
     p.add_argument("--compile", choices=("off", "on", "both"), default="off",
                    help="the compiled engine in the model rows and the pipeline runs (on), or both engines "
                    "side by side (default: off)")
     a = p.parse_args()
-    engines = {"off": [False], "on": [True], "both": [False, True]}[a.compile]
+    engines = {"off": ["torch"], "on": ["compiled"], "both": ["torch", "compiled"]}[a.compile]
+    if a.backends:
+        engines = a.backends.split(",")
     default_threads = _cores()
     if a.frames:
         a.seconds = a.frames / a.fps
@@ -338,14 +343,14 @@ def main() -> int:
 
         # the model rows: the engine the pipeline runs (same CLI settings, same model input size), alone
         model, model_engine, warmup_s = {}, {}, {}
-        for compiled in engines if "model" in stages else ():
-            e = make_engine(video_args(clip, tmp / "unused.mp4", compiled, []))
+        for backend in engines if "model" in stages else ():
+            e = make_engine(video_args(clip, tmp / "unused.mp4", backend, []))
             try:
                 for th in threads:
                     torch.set_num_threads(th)
                     for b in batches:
                         fps, warm, drawn = bench_model(e, frames[: min(len(frames), 64)], b)
-                        key = ("compiled," if compiled else "") + f"threads={th},batch={b}"
+                        key = f"{backend},threads={th},batch={b}"
                         model[key], model_engine[key], warmup_s[key] = round(fps, 2), drawn, round(warm, 2)
                         rows.append((f"model lite0 fastcam ({drawn}), batch {b}, {th} thread(s)", fps,
                                      fps / a.fps))
@@ -357,20 +362,17 @@ def main() -> int:
         del frames, sample
 
         runs = []
-        for compiled in engines:
+        for backend in engines:
             for config in a.configs.split(",") if "pipeline" in stages else ():
                 for b in batches:
-                    r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset, config, compiled=compiled)
+                    r = run_job(clip, tmp / f"out-{b}.mp4", b, a.pipeline_preset, config, backend=backend)
                     runs.append(r)
                     plan = f"{r['streams']}x{r['threads_per_stream']}"
                     label = f"rtsal video ({r['engine']}), --streams {config} ({plan}), batch {b}"
                     rows.append((label, r["fps"], r["x_real_time"]))
         torch.set_num_threads(default_threads)
-        refs = {
-            name: max((v for k, v in model.items() if k.startswith("compiled,") == (name == "compiled")),
-                      default=None)
-            for name in ("eager", "compiled")
-        }
+        refs = {name: max((v for k, v in model.items() if k.startswith(f"{name},")), default=None)
+                for name in engines}
         results["model_only_fps"] = refs
         for r in runs:
             ref = refs[r["engine"]]

@@ -62,17 +62,7 @@ class SaliencyResult:
     nonclass: torch.Tensor | None = None  # (N, H, W) smoe * (1 - cam)
     layers: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)  # milliseconds per stage, whole batch
-    engine: str = "eager"  # which engine drew it: compiled, eager, eager (compiling), eager (fallback)
-
-    @classmethod
-    def of_engine(
-        cls, method: str, *, fused: Any, smoe: Any, nonclass: Any, cam: Any, **fields: Any
-    ) -> SaliencyResult:
-        """A result of the one-pass engine: ``saliency`` is the map ``method`` selects (fastcam: fused,
-        smoe, nonclass, gradcam/gradcampp: cam); the one place that says which map each engine method is."""
-        pick = {"fastcam": fused, "smoe": smoe, "nonclass": nonclass, "gradcam": cam, "gradcampp": cam}
-        return cls(saliency=pick[method], method=method, fused=fused, smoe=smoe, nonclass=nonclass, cam=cam,
-                   **fields)
+    engine: str = "eager"  # the backend that drew it: eager, compiled, openvino, onnxruntime, ...
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,11 @@ def build_engine(settings: dict[str, Any]) -> Any:
     from rtsal.batch.worker import Engine
     from rtsal.frame.clips import frame_explainer
 
-    args = argparse.Namespace(**settings)
-    apply_threads(args)
+    ns = argparse.Namespace(**settings)
+    apply_threads(ns)  # this worker thread's torch threads; sets streams_n
+    from rtsal.options import EngineOptions
+
+    args = EngineOptions.from_args(ns)  # the one value the engine is built from
     # random weights (--weights none) are seeded in make_explainer: the same on every worker, or one archive
     # would be explained by several models
     explainer = frame_explainer(  # a sliding window for clip models, as `rtsal video` runs them

@@ -62,6 +62,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-peers", action="store_true", help="rtsal's methods only")
     p.add_argument(
+        "--backends",
+        action="store_true",
+        help="instead: for every installed backend (torch, compiled, onnxruntime, openvino), the plain "
+        "forward pass of that runtime as a user builds it against rtsal's explained fastcam call on it, "
+        "interleaved (--iters rounds, --threads threads, default 2); see docs/backends.md",
+    )
+    p.add_argument(
         "--backend",
         default="torch",
         choices=("torch", "onnxruntime"),
@@ -127,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from rtsal.outputs import check_outputs
 
     check_outputs([args.onnx], [("--json", args.json), ("--plot", args.plot)])
+    if args.backends:
+        return _backends(args)
     json_path = Path(args.json) if args.json else None
     plot_path = Path(args.plot) if args.plot else None
 
@@ -199,6 +208,24 @@ def _sweep(bm, s, args, ks: list[int], header: str, json_path: Path | None, env:
 
         _write_json(json_path, {"environment": env, "cskip": [asdict(r) for r in rows]})
         print(f"wrote {json_path}")
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    """``--backends``: each installed runtime's plain forward against its explained call."""
+    from rtsal.bench.backends import measure, table
+    from rtsal.bench.harness import eprint
+    from rtsal.commands.common import parse_weights
+
+    rows, builds = measure(args.model, parse_weights(args.weights), args.size, args.threads or 2, args.iters,
+                           cache_dir=args.cache_dir, log=eprint)
+    print(f"rtsal bench --backends: {args.model} at {args.size}x{args.size}, batch 1, {args.threads or 2} "
+          f"threads, {args.iters} interleaved rounds")
+    print(table(args.model, rows))
+    print("builds (s): " + ", ".join(f"{k} {v:.1f}" for k, v in builds.items()))
+    if args.json:
+        _write_json(Path(args.json), {"rows": [r.as_dict() for r in rows], "build_s": builds})
+        print(f"wrote {args.json}")
     return 0
 
 

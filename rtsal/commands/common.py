@@ -13,6 +13,7 @@ from rtsal.names import CAMS, CMAPS, METHODS, NORMS, STATISTICS, VIEWS, WEIGHT_P
 
 if TYPE_CHECKING:
     from rtsal.engine.explainer import Explainer
+    from rtsal.options import EngineOptions
 
 
 
@@ -141,16 +142,38 @@ def add_clip_options(g: argparse._ActionsContainer) -> None:
     )
 
 
+BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "openvino")  # rtsal.engine.backends.BACKENDS
+PRECISIONS = ("f32", "bf16")  # rtsal.engine.spec.PRECISIONS
+
+
 def add_backend_options(g: argparse._ActionsContainer) -> None:
-    """--backend and --onnx: run an `rtsal export` file with ONNX Runtime instead of the torch engine."""
+    """--backend, --precision and --onnx (the same on every command that explains)."""
+    add_backend_choice(g)
+    g.add_argument("--onnx", default=None, metavar="FILE",
+                   help="run this `rtsal export` file with --backend onnxruntime (model, size and settings "
+                   "come from the file)")
+
+
+def add_backend_choice(g: argparse._ActionsContainer, default: str | None = None) -> None:
+    """--backend and --precision (default backend: ``default``, else $RTSAL_BACKEND, else auto)."""
+    import os
+
     g.add_argument(
         "--backend",
-        default="torch",
-        choices=("torch", "onnxruntime"),
-        help="torch (the engine, default) or onnxruntime (runs the --onnx file written by `rtsal export`; "
-        "--model, --size and the FastCAM settings then come from the file)",
+        default=default or os.environ.get("RTSAL_BACKEND", "auto"),
+        choices=BACKENDS,
+        help="the runtime of the model and its maps: auto (the fastest installed: openvino, then "
+        "onnxruntime, then compiled; see docs/backends.md), torch (eager), compiled (AOTInductor), "
+        "onnxruntime, openvino (pip install 'rtsal[openvino]'); the graph is built once per input size and "
+        "cached; eager frames are served meanwhile (default: auto; $RTSAL_BACKEND overrides)",
     )
-    g.add_argument("--onnx", default=None, metavar="FILE", help="the .onnx file for --backend onnxruntime")
+    g.add_argument(
+        "--precision",
+        default="f32",
+        choices=PRECISIONS,
+        help="inference precision: f32 (default; maps agree with eager to 0.999) or bf16 (openvino only: "
+        "faster on CPUs with bf16, per-scale maps less exact: see docs/backends.md)",
+    )
 
 
 def add_view_options(p: argparse.ArgumentParser, default_view: str = "overlay") -> None:
@@ -279,7 +302,7 @@ def check_engine_args(args: argparse.Namespace) -> None:
     check_device(args.device)
 
 
-def make_explainer(args: argparse.Namespace) -> Explainer:
+def make_explainer(args: argparse.Namespace | EngineOptions) -> Explainer:
     """Build the Explainer the engine options ask for."""
     from rtsal.engine.explainer import Explainer
 
@@ -301,9 +324,28 @@ def make_explainer(args: argparse.Namespace) -> Explainer:
         layers=args.layers.split(",") if args.layers else None,
         device=args.device,
         size=args.size,
-        compile=compile_setting(args),
+        compile=compile_setting(args) or getattr(args, "compile_mode", True),
         cache_dir=getattr(args, "cache_dir", None),
+        backend=backend_setting(args),
+        precision=getattr(args, "precision", "f32"),
+        threads=getattr(args, "threads", None),
+        streams=getattr(args, "streams_n", 1) or 1,
     )
+
+
+def backend_setting(args: argparse.Namespace) -> str:
+    """The Explainer's ``backend`` from ``--backend``: ``auto`` runs eager where no graph is wanted
+    (``--no-compile``, ``RTSAL_COMPILE=0``, the comparison methods); a missing runtime is one line."""
+    from rtsal.engine.backends import require
+
+    name = getattr(args, "backend", "auto")
+    method = getattr(args, "method", "fastcam")
+    if not METHODS[method].engine:
+        return "torch"  # the comparison methods run their own passes on the eager model
+    if name == "auto":
+        return "auto" if compile_setting(args) else "torch"
+    require(name)
+    return name
 
 
 def compile_setting(args: argparse.Namespace) -> bool | str:
@@ -330,22 +372,24 @@ def prepare_output_dir(path: str | Path) -> Path:
     return out
 
 
-def make_runner(args: argparse.Namespace):
+def make_runner(args: argparse.Namespace | EngineOptions):
     """The object that explains frames for the selected ``--method``: a context manager (it owns and closes
     the explainer) with ``explain(images, target=None) -> SaliencyResult`` and a ``cost`` string. Engine
     methods run on the Explainer's one pass; comparison methods run their own passes on its model."""
     from rtsal.methods import build_runner
+    from rtsal.options import EngineOptions
 
-    if getattr(args, "backend", "torch") == "onnxruntime":
-        return make_ort_runner(args)
+    args = EngineOptions.from_args(args)  # one frozen value from here on (picklable: batch workers)
     if getattr(args, "onnx", None):
-        raise UsageError("--onnx needs --backend onnxruntime")
+        if getattr(args, "backend", "auto") not in ("onnxruntime", "auto"):
+            raise UsageError("--onnx needs --backend onnxruntime")
+        return make_ort_runner(args)
     method = getattr(args, "method", "fastcam")
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     engine = METHODS[method].engine
-    plain = {"method": "fastcam", "compile": False}  # the comparison methods run their own passes
-    engine_args = args if engine else argparse.Namespace(**{**vars(args), **plain})
+    # the comparison methods run their own passes
+    engine_args = args if engine else args.replace(method="fastcam", compile=False, backend="torch")
     explainer = make_explainer(engine_args)
     try:
         return build_runner(
@@ -362,8 +406,6 @@ def make_runner(args: argparse.Namespace):
 
 def make_ort_runner(args: argparse.Namespace):
     """The ONNX Runtime runner for ``--backend onnxruntime --onnx FILE`` (engine methods only)."""
-    if not getattr(args, "onnx", None):
-        raise UsageError("--backend onnxruntime needs --onnx FILE (write one with `rtsal export`)")
     method = getattr(args, "method", "fastcam")
     if method not in METHODS or not METHODS[method].engine:
         raise UsageError(f"--backend onnxruntime runs the engine methods only, not {method!r}")
@@ -373,4 +415,10 @@ def make_ort_runner(args: argparse.Namespace):
         raise UsageError("--backend onnxruntime runs on the CPU: leave out --device")
     from rtsal.deploy.runtime import OrtExplainer
 
-    return OrtExplainer(args.onnx, method=method, threads=getattr(args, "threads", None))
+    runner = OrtExplainer(args.onnx, method=method, threads=getattr(args, "threads", None))
+    size = getattr(args, "size", None)
+    if size is not None and size != min(runner.size):
+        runner.close()
+        raise UsageError(f"--size {size} does not match {args.onnx}, exported at {runner.size[0]}x"
+                         f"{runner.size[1]}: leave out --size, or export again with --size {size} {size}")
+    return runner

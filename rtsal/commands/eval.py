@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from rtsal.commands.common import add_model_options, parse_weights
+from rtsal.commands.common import add_backend_choice, add_model_options, parse_weights
 from rtsal.errors import UsageError
 from rtsal.eval.inputs import DATA, default_inputs, expand_inputs, load_samples
 from rtsal.eval.methods import DEFAULT_METHODS, ENGINE_VARIANTS, parse_method, parse_methods
@@ -70,6 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="temporal section: also the live overlay's --smooth weights on the fastcam maps (default: "
         f"{','.join(f'{w:g}' for w in DEFAULT_SMOOTH)}; 'none' = no smoothing rows)",
     )
+    add_backend_choice(p, default="torch")  # the maps of the default settings come from this backend
     p.add_argument("--json", default=None, metavar="FILE", help="write every number (per image too) as JSON")
     p.add_argument(
         "--plot", default=None, metavar="FILE.png", help="draw the mean deletion and insertion curves"
@@ -195,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         cskip=args.cskip,
         against=against,
         resamples=args.resamples,
+        backend=args.backend,
+        precision=args.precision,
     )
     report = evaluate(config, specs, samples, boxes)
     clips = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]

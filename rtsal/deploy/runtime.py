@@ -19,15 +19,13 @@ from torch import Tensor
 
 from rtsal.deploy.onnx import META_PREFIX, require_onnx
 from rtsal.engine.preprocess import Preprocess, as_image_batch
+from rtsal.engine.result import MAP_OF_METHOD as _MAP_OF_METHOD
 from rtsal.engine.saliency.combine import upsample
 from rtsal.errors import ModelError, UsageError
 from rtsal.types import SaliencyResult, TopK
 
 __all__ = ["OrtExplainer", "read_metadata"]
 
-_MAP_OF_METHOD = {
-    "fastcam": "fused", "smoe": "smoe", "nonclass": "nonclass", "gradcam": "cam", "gradcampp": "cam"
-}
 
 
 def read_metadata(session: Any) -> dict[str, Any]:

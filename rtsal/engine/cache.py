@@ -38,6 +38,7 @@ __all__ = ["Cache", "CacheEntry", "CacheError", "FORMAT", "default_cache_dir", "
 FORMAT = 2  # bump when the graph's inputs or outputs change (2: per-scale maps at their own sizes)
 PACKAGE = ".pt2"
 RECORD = ".json"
+ARTIFACTS = (PACKAGE, ".ovblob", ".onnx")  # what an entry may hold: an AOTInductor package, an OpenVINO blob
 LOCK = ".lock"  # KEY.lock: held (flock) by the process building KEY, removed when it is done
 
 
@@ -79,8 +80,9 @@ class CacheEntry:
 class Cache:
     """The cache folder; see the module docstring for the rules."""
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, suffix: str = PACKAGE) -> None:
         self.root = default_cache_dir(root)
+        self.suffix = suffix  # the artifact's file name ending: .pt2 (AOTInductor), .ovblob (OpenVINO), .onnx
 
     # -- the folder -----------------------------------------------------------------------------------------
     def ensure(self) -> Path:
@@ -103,7 +105,7 @@ class Cache:
                              f"(chmod 700 it or choose another --cache-dir)")
 
     def paths(self, key: str) -> tuple[Path, Path]:
-        return self.root / f"{key}{PACKAGE}", self.root / f"{key}{RECORD}"
+        return self.root / f"{key}{self.suffix}", self.root / f"{key}{RECORD}"
 
     # -- entries --------------------------------------------------------------------------------------------
     def lookup(self, spec: Mapping[str, object]) -> Path | None:
@@ -218,7 +220,8 @@ class Cache:
         out = []
         for record in self.root.glob(f"*{RECORD}"):
             key = record.name[: -len(RECORD)]
-            package = self.root / f"{key}{PACKAGE}"
+            package = next((p for p in (self.root / f"{key}{s}" for s in ARTIFACTS) if p.exists()),
+                           self.root / f"{key}{PACKAGE}")
             try:
                 meta = json.loads(record.read_text(encoding="utf-8"))
                 spec = meta["spec"]
@@ -230,8 +233,8 @@ class Cache:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 size = package.stat().st_size if package.exists() else 0
                 out.append(CacheEntry(key, "?", (), "?", size, record.stat().st_mtime, False))
-        for package in self.root.glob(f"*{PACKAGE}"):
-            key = package.name[: -len(PACKAGE)]
+        for package in (p for s in ARTIFACTS for p in self.root.glob(f"*{s}")):
+            key = package.name[: -len(package.suffix)]
             if not key.startswith(".") and not (self.root / f"{key}{RECORD}").exists():
                 st = package.stat()
                 out.append(CacheEntry(key, "?", (), "?", st.st_size, st.st_mtime, False))
@@ -243,7 +246,7 @@ class Cache:
             return 0, 0
         count = freed = 0
         for p in self.root.iterdir():
-            if p.is_file() and (p.suffix in (PACKAGE, RECORD, LOCK) or ".tmp" in p.name):
+            if p.is_file() and (p.suffix in (*ARTIFACTS, RECORD, LOCK) or ".tmp" in p.name):
                 try:
                     size = p.stat().st_size
                     p.unlink()

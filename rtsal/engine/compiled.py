@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -52,10 +53,13 @@ from torch import Tensor, nn
 
 from rtsal.engine.cache import FORMAT, Cache
 from rtsal.engine.graph import ExplainGraph, GraphOutput, build_package, clean_copy, load_package
-from rtsal.engine.saliency.fastcam import fuse_maps
 from rtsal.locks import SharedExclusiveLock
 
 __all__ = ["CompiledEngine", "weights_hash"]
+
+# torch's C++ extension helper warns "No CUDA runtime is found, using CUDA_HOME=..." on every CPU-only build
+# where a CUDA toolkit folder exists: not a problem of the run, so not said on every compile
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 Runner = Callable[[Tensor, Tensor], GraphOutput]
 BUILDING = "building"
@@ -190,7 +194,7 @@ class CompiledEngine:
             "head": "linear" if ex.closed_form else "gradient",  # closed-form CAM or the traced gradient
             "norm": ex.norm_name,
             "statistic": ex.statistic,
-            "graph_statistic": GRAPH_STATISTIC.get(ex.statistic, ex.statistic),
+            "graph_statistic": _graph_statistic(ex.statistic),
             "layer_weights": [float(w) for w in ex.weights],
             "layers": [[i.name, i.call, bool(r)] for i, r in zip(ex.layers, ex._relu, strict=True)],
             "topk": ex.topk,
@@ -307,17 +311,20 @@ class CompiledEngine:
             print(f"rtsal: {reason}; running the eager engine", file=sys.stderr)
 
 
-# the statistic inside the graph: log2 from the float bits fuses into the channel reduction
-GRAPH_STATISTIC = {"smoe": "smoe_fastlog"}
+def _graph_statistic(name: str) -> str:
+    """The cache key's name of the statistic's formulation inside the compiled graph."""
+    from rtsal.engine.saliency.smoe import runtime_statistic
+
+    fn = runtime_statistic(name, "compiled")
+    return "smoe_fastlog" if fn.__name__ == "smoe_scale_fastlog" else name
 
 
 def make_graph(ex: Any, model: nn.Module, out_size: tuple[int, int] | None = None) -> ExplainGraph:
     """The :class:`ExplainGraph` for ``ex``'s settings over ``model`` (a hook-free module)."""
     from rtsal.engine.saliency.norm import NORMS
-    from rtsal.engine.saliency.smoe import STATISTICS, smoe_scale_fastlog
+    from rtsal.engine.saliency.smoe import runtime_statistic
 
-    fast = GRAPH_STATISTIC.get(ex.statistic) == "smoe_fastlog"
-    stat = smoe_scale_fastlog if fast else STATISTICS[ex.statistic]
+    stat = runtime_statistic(ex.statistic, "compiled")  # log2 from the float bits fuses into the reduction
     return ExplainGraph(
         model,
         ex.layers,
@@ -382,10 +389,11 @@ def explain_graph(
     timings: dict[str, float],
     t0: float,
     method: str,
+    engine: str = "compiled",
 ):
-    """One call of the compiled graph, turned into the same :class:`~rtsal.types.SaliencyResult` the eager
+    """One call of a backend's graph, turned into the same :class:`~rtsal.types.SaliencyResult` the eager
     engine returns. ``target``: None (top-1) or (N,) classes already checked by the explainer."""
-    from rtsal.types import SaliencyResult, TopK
+    from rtsal.engine.result import assemble
 
     n = x.shape[0]
     # the package was built for dense inputs: a broadcast target (stride 0) or another memory format would
@@ -396,24 +404,9 @@ def explain_graph(
     out = run(x, tgt)
     t2 = _now(ex.device)
     timings["forward"] = (t2 - t1) * 1e3
-    with torch.inference_mode():  # the step after the graph, as the eager engine runs it (OpenCV upsampling)
-        scales, smoe, cam, fused, nonclass = fuse_maps(out.maps, out.cam_small, out_size, ex._weights_t)
-    labels = [[ex.class_names[i] for i in row] for row in out.top_i.tolist()]
     # ``method`` selects ``saliency`` for this call; its CAM is the graph's (the explainer checks)
-    result = SaliencyResult.of_engine(
-        method,
-        fused=fused,
-        smoe=smoe,
-        nonclass=nonclass,
-        cam=cam,
-        logits=out.logits,
-        topk=TopK(out.top_i, out.top_p, labels),
-        target=out.target,
-        scales=scales,
-        layers=tuple(i.label for i in ex.layers),
-        timings=timings,
-        engine="compiled",
-    )
+    result = assemble(method, out.logits, out.target, out.cam_small, out.maps, out_size, ex._weights_t,
+                      ex.class_names, ex.topk, tuple(i.label for i in ex.layers), timings, engine)
     t3 = _now(ex.device)
     timings["saliency"] = (t3 - t2) * 1e3
     timings["total"] = (t3 - t0) * 1e3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import torch
@@ -14,15 +14,17 @@ from torch import Tensor, nn
 from rtsal.engine.hooks import ActivationRecorder
 from rtsal.engine.kinds import clip_input, grid_fn, make_preprocess, probe_model
 from rtsal.engine.probe import Probe
+from rtsal.engine.result import engine_result, top_k
 from rtsal.engine.saliency import combine as comb
 from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
 from rtsal.engine.saliency.fastcam import fastcam_maps
 from rtsal.engine.saliency.norm import NORMS
 from rtsal.engine.saliency.smoe import NEEDS_RELU, STATISTICS
+from rtsal.engine.spec import FastCAMSpec
 from rtsal.errors import UsageError
 from rtsal.models import LoadedModel, imagenet_classes, load_model
 from rtsal.names import ENGINE_METHODS
-from rtsal.types import SaliencyResult, TopK
+from rtsal.types import SaliencyResult
 
 METHODS = ENGINE_METHODS
 
@@ -58,6 +60,21 @@ class Explainer:
             engine, with one line on stderr, when it cannot be compiled. ``result.engine`` says which ran.
         cache_dir: the compiled-graph cache folder (default ``$RTSAL_CACHE_DIR``, else
             ``$XDG_CACHE_HOME/rtsal``).
+        backend: which runtime runs the graph (see :mod:`rtsal.engine.backends`): ``torch`` (eager),
+            ``compiled`` (AOTInductor), ``onnxruntime``, ``openvino``, or ``auto`` (the fastest installed
+            for an image CNN). Default: ``compiled`` when ``compile`` is set, else ``torch``. A graph
+            backend is built per input shape, before the first call (``compile=True``, the default for
+            them) or in the background (``compile="background"``: eager until it is ready).
+            ``result.engine`` names the backend that drew each result.
+        precision: ``f32`` (default) or ``bf16`` (OpenVINO's inference precision; see docs/backends.md for
+            how far its maps agree with f32).
+        threads, streams: the graph runtime's threads per call and how many calls may run at once (the
+            pipeline's inference streams); default torch's thread setting and 1.
+
+    Example:
+        >>> with Explainer("efficientnet-lite0", backend="openvino") as ex:  # doctest: +SKIP
+        ...     result = ex.explain(image)  # RGB uint8 (H, W, 3)
+        ...     result.engine, result.topk.labels[0][0], result.fused.shape
     """
 
     def __init__(
@@ -80,8 +97,16 @@ class Explainer:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
+        backend: str | None = None,
+        precision: str = "f32",
+        threads: int | None = None,
+        streams: int = 1,
     ) -> None:
+        from rtsal.engine.backends import resolve
+        from rtsal.engine.spec import PRECISIONS
+
         _choose("method", method, METHODS)
+        _choose("precision", precision, PRECISIONS)
         _choose("cam", cam, tuple(CAMS))
         _choose("norm", norm, tuple(NORMS))
         _choose("statistic", statistic, tuple(STATISTICS))
@@ -136,11 +161,30 @@ class Explainer:
         self._recorder.track_grad = not self.closed_form
         self._recorder.__enter__()
         self._compiled = None
-        if compile and self.kind != "image":  # the compiled graph knows (N, C, h, w) CNN activations only
+        self.precision = precision
+        if backend is None:
+            backend = "compiled" if compile else "torch"
+        backend = resolve(backend, image_model=self.kind == "image")
+        if backend != "torch" and self.kind != "image":  # the graph knows (N, C, h, w) CNN activations only
             import sys
 
-            print(f"rtsal: the compiled engine takes image CNNs; {self.name} ({self.kind}) runs eager",
+            print(f"rtsal: the {backend} backend takes image CNNs; {self.name} ({self.kind}) runs eager",
                   file=sys.stderr)
+            backend, compile = "torch", False
+        if precision != "f32" and backend != "openvino":
+            raise UsageError(f"--precision {precision} is offered by the openvino backend only (this run: "
+                             f"{backend})")
+        self.backend = backend
+        if backend in ("onnxruntime", "openvino"):
+            from rtsal.engine.backends.served import ServedBackend
+
+            mode = compile if compile in (True, "background") else True
+            self._compiled = ServedBackend(backend, self.spec, self._module, mode, cache_dir,
+                                           threads=threads, streams=streams)
+            compile = False
+        elif backend == "compiled" and not compile:
+            compile = True
+        elif backend == "torch":
             compile = False
         if compile:
             from rtsal.engine.compiled import CompiledEngine, rebuild_args
@@ -165,6 +209,29 @@ class Explainer:
         if self._compiled is not None:
             self._compiled.close()
         self._recorder.close()
+
+    @cached_property
+    def spec(self) -> FastCAMSpec:
+        """What this explainer's graph computes (built once; the cache key and the export metadata)."""
+        from rtsal.engine.compiled import weights_hash
+
+        model = self._module
+        return FastCAMSpec(
+            model=self.name,
+            model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+            weights=weights_hash(model),
+            layers=tuple((i.name, i.call, bool(i.relu)) for i in self.layers),
+            head_layer=self.info.linear_head if self.closed_form else None,
+            head="linear" if self.closed_form else "gradient",
+            statistic=self.statistic,
+            norm=self.norm_name,
+            layer_weights=tuple(float(w) for w in self.weights),
+            method=self.method,
+            cam=self.cam_name,
+            topk=self.topk,
+            channels_last=self.channels_last,
+            precision=self.precision,
+        )
 
     @property
     def model(self) -> nn.Module:
@@ -209,7 +276,11 @@ class Explainer:
 
             n = x.shape[0]
             tgt = None if target is None else resolve_targets(torch.empty(n, self.info.num_classes), target)
-            return explain_graph(self, run, x, out_size, tgt, timings, t0, method or self.method)
+            plain = getattr(self._compiled, "plain_ms", {}).get(tuple(x.shape))
+            if plain is not None:
+                timings["plain"] = plain  # this runtime's plain forward pass, timed after its build
+            return explain_graph(self, run, x, out_size, tgt, timings, t0, method or self.method,
+                                 engine=self.backend)
         if self._compiled is not None:
             with self._compiled.exclusive.hold():  # shared; a build in this process tracing holds it alone
                 logits, acts = self.forward(x)
@@ -261,17 +332,15 @@ class Explainer:
         with torch.inference_mode():
             scales, smoe, cam, fused, nonclass = self._maps(acts, self._relu, cam_small.detach(), out_size,
                                                             self._weights_t)
-            probs = torch.softmax(logits.detach().float(), dim=1)
-            top_p, top_i = probs.topk(self.topk, dim=1)
-            labels = [[self.class_names[i] for i in row] for row in top_i.tolist()]
-        return SaliencyResult.of_engine(
+            tk = top_k(logits, self.topk, self.class_names)
+        return engine_result(
             method,
             fused=fused,
             smoe=smoe,
             nonclass=nonclass,
             cam=cam,
             logits=logits.detach(),
-            topk=TopK(top_i, top_p, labels),
+            topk=tk,
             target=tgt,
             scales=scales,
             layers=tuple(i.label for i in self.layers),

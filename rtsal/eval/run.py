@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtsal.engine.result import MAP_OF_METHOD
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.eval.inputs import DATA, Sample
 from rtsal.eval.methods import DEFAULTS, MethodSpec
@@ -56,7 +57,7 @@ MEASURES = (
 )
 PAIRED = ("n_ins_minus_del", "ins_minus_del")  # the measures compared method against method
 HEADLINE = "n_ins_minus_del"
-FIELD = {"fastcam": "fused", "smoe": "smoe", "nonclass": "nonclass", "gradcam": "cam", "gradcampp": "cam"}
+FIELD = MAP_OF_METHOD
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class EvalConfig:
     against: str = "random"
     resamples: int = 10_000
     pointing_tolerance: float = 15.0  # pixels at a 224 short side
+    backend: str = "torch"  # the backend of the default settings' maps (rtsal.engine.backends)
+    precision: str = "f32"
 
 
 def load_boxes(path: str | Path | None) -> dict[str, list[float]]:
@@ -144,7 +147,8 @@ def evaluate(
             map_ms.setdefault(s.label, []).append(float(r.timings["total"]))
 
     default_group = tuple(DEFAULTS[k] for k in ("cam", "norm", "weights", "statistic"))
-    with Explainer(**settings) as main:  # the default settings: its maps are the default group's
+    # the default settings, on the chosen backend (a graph per input shape, built before its first image)
+    with Explainer(**settings, backend=config.backend, precision=config.precision) as main:
         module, name = main.model, main.name
         mean, std = main.mean, main.std
         layer_names = [i.label for i in main.layers]

@@ -125,6 +125,7 @@ class LiveSession:
         self.rendered_frames = 0
         self.threads: int | None = None  # torch threads per stream during the run
         self.engine: str | None = None  # which engine drew the last frame (the HUD says)
+        self.plain_ms: float | None = None  # that backend's plain forward pass (the HUD's overhead base)
         self.engines: dict[str, int] = {}  # frames drawn per engine (compiled, eager, eager (compiling), ...)
         # start-up, in seconds since the process started: model loaded, first frame drawn, first compiled one
         self.startup: dict[str, float | None] = {
@@ -157,6 +158,7 @@ class LiveSession:
             self.last_plain = plain
             self.last_topk = [int(v) for v in item.result.topk.indices[item.i].tolist()]
             self.engine = item.result.engine
+            self.plain_ms = item.result.timings.get("plain")
             self._count_engine(self.engine)
             for timer, timer_all, name in (
                 (self.forward, self.forward_all, "forward"),
@@ -180,7 +182,7 @@ class LiveSession:
         self.engines[engine] = self.engines.get(engine, 0) + 1
         if self.startup["first_frame_s"] is None:
             self.startup["first_frame_s"] = seconds_since_launch()
-        if engine == "compiled" and self.startup["first_compiled_s"] is None:
+        if not engine.startswith("eager") and self.startup["first_compiled_s"] is None:
             self.startup["first_compiled_s"] = seconds_since_launch()
 
     def _hud_info(self, frame: Frame, now: float) -> HudInfo:
@@ -199,6 +201,7 @@ class LiveSession:
             saliency_ms=self.saliency.median() if self.saliency.count else None,
             dropped=dropped, method=s.method, cost=method_info.cost if method_info else "?",
             behind=self.drops.update(dropped, now), paused=s.paused, pinned=pinned, engine=self.engine,
+            plain_ms=self.plain_ms,
         )
 
     # -- main thread ------------------------------------------------------------------------------------

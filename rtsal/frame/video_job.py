@@ -87,6 +87,7 @@ class VideoSummary:
     # rendered, fps, stage_ms, latency_ms, streams, cpu_ms (per stage and sub-stage, incl. "encode"),
     # cpu_ms_process_per_frame, rss_mb, threads_per_stream
     stats: dict[str, Any] | None = None
+    engines: dict[str, int] | None = None  # frames per backend that drew them: openvino, eager (building ..)
 
     @property
     def fps(self) -> float:
@@ -100,9 +101,13 @@ class VideoSummary:
     def line(self) -> str:
         speed = f" = {self.realtime:.2f}x real time" if self.realtime else ""
         audio = f", audio copied ({self.audio_streams} stream(s))" if self.audio_streams else ""
+        drawn = ""
+        if self.engines:
+            drawn = "; drawn by " + ", ".join(f"{k} {v}" for k, v in sorted(self.engines.items(),
+                                                                             key=lambda kv: -kv[1]))
         return (
             f"wrote {self.output}: {self.frames} frames, {self.width}x{self.height} {self.codec}{audio}; "
-            f"{self.fps:.1f} frames/s{speed}"
+            f"{self.fps:.1f} frames/s{speed}{drawn}"
         )
 
 
@@ -191,6 +196,7 @@ class VideoJob:
         self.renderer = FrameRenderer(s.view, s.cmap, s.alpha, smooth=s.smooth, labels=3 if s.labels else 0,
                                       cpu=self.monitor.cpu)
         self.written = 0
+        self.engines: dict[str, int] = {}  # frames written per backend that drew them (the summary says)
         self.last_pts: float | None = None
         self.first_pts: float | None = None
         self._maps: Any = None
@@ -290,7 +296,7 @@ class VideoJob:
                 span += 1.0 / info.fps
         return VideoSummary(
             self.output, self.written, elapsed, span, w.width, w.height, w.codec_name, w.audio_streams,
-            stats=stats,
+            stats=stats, engines=dict(self.engines),
         )
 
     # -- outputs ------------------------------------------------------------------------------------------
@@ -408,6 +414,7 @@ class VideoJob:
             self.writer.write(out, frame.pts, frame.extra)
         t2 = time.perf_counter()
         self.written += 1
+        self.engines[fr.result.engine] = self.engines.get(fr.result.engine, 0) + 1
         if self.first_pts is None:
             self.first_pts = frame.pts
         self.last_pts = frame.pts
@@ -458,7 +465,7 @@ class VideoJob:
             f"{render_ms:.3f}",
             f"{encode_ms:.3f}",
             fr.batch,
-            r.engine,  # compiled, eager, eager (compiling), eager (fallback)
+            r.engine,  # the backend: openvino, onnxruntime, compiled, eager, eager (building NAME), ...
             *(fr.window if fr.window is not None else ("", "")),
             *(("", "") if step is None else (_num(step.error), f"{step.valid:.4f}")),
         ]

@@ -38,7 +38,8 @@ class HudInfo:
     behind: bool = False  # frames were dropped recently
     paused: bool = False
     pinned: str | None = None  # the class label the CAM is pinned to, None when following top-1
-    engine: str | None = None  # which engine drew the frame: compiled, eager, eager (compiling), ...
+    engine: str | None = None  # the backend that drew the frame: eager, compiled, openvino, ...
+    plain_ms: float | None = None  # the same backend's plain forward pass (measured when it was built)
 
     @property
     def overhead_pct(self) -> float | None:
@@ -61,8 +62,14 @@ class HudInfo:
             third += "  PAUSED"
         # the compiled engine runs the forward pass and the per-scale maps as one graph: its time is not a
         # plain forward pass, and the rest of the maps (resampling, fusion) come after it
-        times = (f"forward+maps {fwd}  after {sal}" if self.engine == "compiled"
-                 else f"forward {fwd}  saliency {sal}{pct}")
+        if self.engine and not self.engine.startswith("eager"):
+            vs = ""
+            if self.plain_ms and self.forward_ms is not None:  # the maps' cost on this very runtime
+                vs = f" (+{100.0 * (self.forward_ms + (self.saliency_ms or 0)) / self.plain_ms - 100:.0f}%" \
+                     f" vs plain {self.plain_ms:.1f})"
+            times = f"forward+maps {fwd}  after {sal}{vs}"
+        else:
+            times = f"forward {fwd}  saliency {sal}{pct}"
         return [f"{self.fps:5.1f} fps  latency {lat}  dropped {self.dropped}", times, third]
 
 
