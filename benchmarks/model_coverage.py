@@ -47,7 +47,8 @@ FLAT = 1e-3  # a map whose std over the image is below this is flat
 # Hugging Face image classifiers from small configs (config class, kwargs), saved with save_pretrained and
 # loaded back through ``hf:FOLDER`` as a user would
 HF_CONFIGS = {
-    "vit": ("ViTConfig", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128)),
+    "vit": ("ViTConfig", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
+                              intermediate_size=128)),
     "deit": ("DeiTConfig", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
                                 intermediate_size=128)),
     "convnext": ("ConvNextConfig", dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1])),
@@ -101,7 +102,8 @@ def all_rows(only: str | None) -> list[dict]:
     if only in (None, "torchvision"):
         from rtsal.models.sources import torchvision_classifiers
 
-        rows += [{"group": "torchvision", "family": _tv_family(n), "model": n} for n in torchvision_classifiers()]
+        rows += [{"group": "torchvision", "family": _tv_family(n), "model": n}
+                 for n in torchvision_classifiers()]
     if only in (None, "hf"):
         rows += [{"group": "hf", "family": fam, "model": f"hf-config:{fam}"} for fam in HF_CONFIGS]
     return rows
@@ -268,12 +270,14 @@ def run_child(row: dict, limit: float) -> dict:
     if data is None:
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
         reason = lines[-1] if lines else f"exit {proc.returncode}"
-        return {**row, "status": "error", "reason": reason[:200], "seconds": round(time.perf_counter() - t, 1)}
+        seconds = round(time.perf_counter() - t, 1)
+        return {**row, "status": "error", "reason": reason[:200], "seconds": seconds}
     return {**row, **data, "seconds": round(time.perf_counter() - t, 1)}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| group | family | model | result | scales | explain / forward ms |", "|---|---|---|---|---|---|"]
+    lines = ["| group | family | model | result | scales | explain / forward ms |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         scales = f"{len(r.get('scales', []))}: " + ", ".join(r.get("scales", [])) if r.get("scales") else ""
         if len(scales) > 70:

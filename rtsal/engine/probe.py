@@ -265,7 +265,8 @@ def _probe(
         stride = max(1, round(h / g.hw[0]))  # type: ignore[union-attr]
         tokens = g.layout != "nchw"  # type: ignore[union-attr]
         infos.append(LayerInfo(name=calls[i].name, call=calls[i].call, channels=g.channels,  # type: ignore
-                               stride=stride, size=(-(-224 // stride),) * 2, relu=calls[i].negative or tokens))
+                               stride=stride, size=(-(-224 // stride),) * 2,
+                               relu=calls[i].negative or tokens))
     found = tuple(grids[i] for i in chosen)
     head = None
     if all(g.layout == "nchw" for g in found):  # type: ignore[union-attr]

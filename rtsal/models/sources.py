@@ -54,7 +54,7 @@ def load_source(model: str, weights: Weights) -> LoadedModel:
     return _torchvision(model, weights)
 
 
-# -- torchvision ---------------------------------------------------------------------------------------------
+# -- torchvision --------------------------------------------------------------------------------------------
 def torchvision_classifiers() -> list[str]:
     """torchvision's image classification models (not detection, segmentation, video or quantised)."""
     import torchvision
@@ -98,7 +98,7 @@ def torchvision_config(name: str, pretrained: bool) -> dict[str, Any]:
     return cfg
 
 
-# -- timm ------------------------------------------------------------------------------------------------------
+# -- timm ---------------------------------------------------------------------------------------------------
 def _require(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -190,7 +190,7 @@ def _timm_class_names(module: nn.Module) -> tuple[str, ...] | None:
     return names or None
 
 
-# -- Hugging Face ------------------------------------------------------------------------------------------------
+# -- Hugging Face -------------------------------------------------------------------------------------------
 def _hf_wrapper() -> type:
     from torch import nn
 
@@ -215,7 +215,7 @@ def wrap_hf(model: nn.Module) -> nn.Module:
 def _hf(ident: str, weights: Weights) -> LoadedModel:
     transformers = _require("transformers", "transformers")
     if not ident:
-        raise UsageError("hf: needs a model id or a folder, e.g. hf:./my-vit or hf:google/vit-base-patch16-224")
+        raise UsageError("hf: needs a model id or a folder, e.g. hf:./my-vit or hf:google/vit-base-patch16")
     looks_like_path = ident.startswith((".", "/", "~")) or os.sep in ident.rstrip(os.sep).split("/", 1)[-1]
     if looks_like_path and not os.path.isdir(os.path.expanduser(ident)):
         raise ModelError(f"hf:{ident}: no such folder (save a model there with save_pretrained)")
@@ -235,7 +235,8 @@ def _hf(ident: str, weights: Weights) -> LoadedModel:
         else:
             model = auto.from_config(config)
     except Exception as exc:
-        raise ModelError(f"hf:{ident}: not buildable as an image classifier offline: {_one_line(exc)}") from None
+        raise ModelError(f"hf:{ident}: not buildable as an image classifier offline: {_one_line(exc)}") \
+            from None
     if weights not in (None, "default"):
         apply_state_dict(model, load_state_dict_file(weights), str(weights))
     cfg = hf_config(model.config, ident)
@@ -286,7 +287,7 @@ def hf_config(config: Any, ident: str | None = None) -> dict[str, Any]:
     return cfg
 
 
-# -- a user's code -------------------------------------------------------------------------------------------------
+# -- a user's code ------------------------------------------------------------------------------------------
 def _factory(spec: str, weights: Weights) -> LoadedModel:
     from torch import nn
 

@@ -40,9 +40,9 @@ def _read_safetensors(p: Path) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from a ``torch.save`` file (never unpickling arbitrary objects) or a safetensors file.
-
-    Accepts a bare state dict or a checkpoint holding one under ``state_dict``, ``model`` or ``state_dict_ema``.
+    """Read a state dict from a ``torch.save`` file (never unpickling arbitrary objects) or a safetensors
+    file. Accepts a bare state dict or a checkpoint holding one under ``state_dict``, ``model`` or
+    ``state_dict_ema``.
     """
     import torch
 
