@@ -307,7 +307,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=None, help="only these --model strings")
     ap.add_argument("--limit", type=float, default=300, help="seconds per model (default 300)")
     ap.add_argument("--out", default=str(RESULTS / "model-coverage.json"))
-    ap.add_argument("--merge", action="store_true", help="update rows in --out instead of replacing it")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows in --out and run only the others (or the --models given)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -327,7 +328,10 @@ def main() -> None:
     done: dict[str, dict] = {}
     if args.merge and out.exists():
         done = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    ordered = list(done.values())
     for k, row in enumerate(rows):
+        if args.merge and row["model"] in done and not args.models:
+            continue  # kept from the file: --merge resumes a run
         res = run_child(row, args.limit)
         done[row["model"]] = res
         print(f"[{k + 1}/{len(rows)}] {res['model']}: {res['status']} {res.get('reason', '')} "

@@ -256,6 +256,10 @@ def _probe(
                 if g is not None and not inside_transition(i)
                 and (g.layout != "tokens" or calls[i].name in blocks)
             ]
+            token_hw = {grids[i].hw for i in pool if grids[i].layout == "tokens"}  # type: ignore[union-attr]
+            # where a resolution has token blocks, they are its scale, not a convolution inside an
+            # attention (CoaT's position encodings run (N, C, h, w) convolutions inside every block)
+            pool = [i for i in pool if grids[i].hw not in token_hw or grids[i].layout == "tokens"]  # type: ignore
             chosen = _select(pool, calls, grids, model, logits, device, (*lead, h, w))
     if not chosen:
         raise UsageError(f"found no module with a spatial {_SHAPES[rank]} output: is this a CNN classifier?")
