@@ -311,7 +311,15 @@ def main() -> None:
                     help="keep the rows in --out and run only the others (or the --models given)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--table", nargs="*", default=None, metavar="JSON",
+                    help="print the Markdown table and summary of these result files and exit")
     args = ap.parse_args()
+    if args.table is not None:
+        rows = [r for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
+        print(summary(rows))
+        print()
+        print(table(rows))
+        return
     if args.child:
         import warnings
 

@@ -104,5 +104,6 @@ def grid_fn(kind: str, info: Probe | None = None) -> Callable[[Tensor], Tensor] 
 
 
 def resolve_kind(kind: str, info: Probe) -> str:
-    """``auto`` -> what the probe found (``image`` or ``tokens``); other kinds stay."""
-    return info.kind if kind == "auto" else kind
+    """``auto`` or ``image`` -> what the probe found (``image``, or ``tokens`` where a scale is channels-last
+    or a token sequence); other kinds stay."""
+    return info.kind if kind in ("auto", "image") else kind
