@@ -171,7 +171,9 @@ def _calibrate_batchnorm(model, photo, loaded) -> bool:
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # a cumulative average over the calibration passes
-    model.train()
+    model.eval()  # only the BatchNorm layers train: auxiliary heads (Inception) and dropout stay off
+    for bn in bns:
+        bn.train()
     with torch.no_grad():
         model(x)
     model.eval()

@@ -135,7 +135,8 @@ def test_factory_from_user_code(tmp_path, monkeypatch, photo):
             torch.manual_seed(0)
             return nn.Sequential(
                 nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5))
+                nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                nn.Linear(32, 5))
     """))
     monkeypatch.chdir(tmp_path)
     with Explainer("mynet:build") as e:
@@ -180,3 +181,20 @@ def test_registered_lite1_and_lite2_are_trained(photo):
             r = e.explain(photo)
             assert r.topk.labels[0][0] == "espresso", (name, r.topk.labels[0][:3])
             assert healthy(r) == []
+
+
+def test_grids_drop_prefix_tokens_and_permute_channels_last():
+    from rtsal.engine.probe import Grid
+    from rtsal.engine.tokens import Grids
+
+    grids = Grids([Grid("tokens", 3, (2, 2), prefix=5), Grid("nhwc", 7, (4, 6)), Grid("nchw", 16, (8, 8))])
+    t = torch.arange(2 * 9 * 3, dtype=torch.float32).view(2, 9, 3)  # 5 prefix (class + 4 registers) + 2x2
+    g = grids(t)
+    assert g.shape == (2, 3, 2, 2)
+    torch.testing.assert_close(g[1, :, 1, 0], t[1, 5 + 2])  # row 1, column 0 is patch 2
+    s = torch.randn(1, 4, 6, 7)
+    torch.testing.assert_close(grids(s), s.permute(0, 3, 1, 2))
+    c = torch.randn(1, 16, 8, 8)
+    assert grids(c) is c
+    with pytest.raises(UsageError, match="token layer"):
+        grids(torch.zeros(1, 10, 3))
