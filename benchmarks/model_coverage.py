@@ -46,18 +46,20 @@ FLAT = 1e-3  # a map whose std over the image is below this is flat
 
 # Hugging Face image classifiers from small configs (config class, kwargs), saved with save_pretrained and
 # loaded back through ``hf:FOLDER`` as a user would
-HF_CONFIGS = {
-    "vit": ("ViTConfig", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
-                              intermediate_size=128)),
-    "deit": ("DeiTConfig", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
-                                intermediate_size=128)),
-    "convnext": ("ConvNextConfig", dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1])),
-    "resnet": ("ResNetConfig", dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], embedding_size=16)),
-    "swin": ("SwinConfig", dict(embed_dim=24, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4])),
-    "mobilevit": ("MobileViTConfig", dict()),
-    "efficientnet": ("EfficientNetConfig", dict(width_coefficient=0.5, depth_coefficient=0.5)),
-    "beit": ("BeitConfig", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
-                                intermediate_size=128, use_mean_pooling=True)),
+_TINY_VIT = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128)
+HF_CONFIGS = {  # family -> (config class, model class, config arguments)
+    "vit": ("ViTConfig", "ViTForImageClassification", _TINY_VIT),
+    "deit": ("DeiTConfig", "DeiTForImageClassificationWithTeacher", _TINY_VIT),
+    "beit": ("BeitConfig", "BeitForImageClassification", {**_TINY_VIT, "use_mean_pooling": True}),
+    "convnext": ("ConvNextConfig", "ConvNextForImageClassification",
+                 dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1])),
+    "resnet": ("ResNetConfig", "ResNetForImageClassification",
+               dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], embedding_size=16)),
+    "swin": ("SwinConfig", "SwinForImageClassification",
+             dict(embed_dim=24, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4])),
+    "mobilevit": ("MobileViTConfig", "MobileViTForImageClassification", dict()),
+    "efficientnet": ("EfficientNetConfig", "EfficientNetForImageClassification",
+                     dict(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, hidden_dim=1280)),
 }
 
 
@@ -195,10 +197,10 @@ def run_one(spec: str) -> dict:
     if spec.startswith("hf-config:"):
         import transformers
 
-        cls_name, kwargs = HF_CONFIGS[spec.removeprefix("hf-config:")]
-        config = getattr(transformers, cls_name)(num_labels=10, **kwargs)
+        cfg_name, model_name, kwargs = HF_CONFIGS[spec.removeprefix("hf-config:")]
+        config = getattr(transformers, cfg_name)(num_labels=10, **kwargs)
         folder = Path(tempfile.mkdtemp(prefix="rtsal-hf-"))
-        transformers.AutoModelForImageClassification.from_config(config).save_pretrained(folder)
+        getattr(transformers, model_name)(config).save_pretrained(folder)
         spec = f"hf:{folder}"
     weights = "default" if spec.startswith("efficientnet-lite") else None
     loaded = load_model(spec, weights)

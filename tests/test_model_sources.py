@@ -169,7 +169,7 @@ def test_cli_layers_takes_every_form_and_fails_in_one_line(tmp_path):
     assert "blocks." in ok.stdout and "(fixed)" in ok.stdout and "from timm" in ok.stdout
     bad = run("timm:not_a_model")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
-    offline = run("timm:test_resnet")  # no pretrained file in the local cache, never downloaded
+    offline = run("timm:test_resnet", "--weights", "default")  # not in the local cache, never downloaded
     assert offline.returncode == 1 and "--weights" in offline.stderr
     assert "Traceback" not in bad.stderr + offline.stderr
 

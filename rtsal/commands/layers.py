@@ -15,6 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("model_pos", metavar="MODEL", nargs="?", default=None, help=MODEL_HELP)
     add_model_options(p)
+    p.set_defaults(weights="none")  # the architecture is all the probe needs; --weights default reads them
     p.add_argument(
         "--layers", default=None, metavar="NAME,NAME,...", help="check explicit layer names instead"
     )

@@ -175,7 +175,7 @@ def _record(model: nn.Module, x: Tensor, rank: int) -> tuple[list[_Call], Tensor
 
 def _grid_of(shape: tuple[int, ...] | None, h: int, w: int, rank: int, square: bool) -> Grid | None:
     """The grid an output of ``shape`` is for an (h, w) input, or None when it is no spatial map."""
-    if shape is None:
+    if shape is None or shape[0] != 1:  # the probe's batch is 1: (N * patches, L, C) is no grid (MobileViT)
         return None
 
     def scale(gh: int, gw: int) -> bool:
@@ -222,7 +222,9 @@ def _probe(
     calls, logits = _record(model, torch.rand(1, 3, *lead, h, w, device=device), rank)
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise UsageError("the model must return logits of shape (N, classes)")
-    grids = [_grid_of(c.shape, h, w, rank, square) for c in calls]
+    # padding layers grow a map by a pixel or two: a size that is no scale of the model
+    pads = {n for n, m in named.items() if type(m).__name__.endswith(("Pad1d", "Pad2d", "Pad3d"))}
+    grids = [None if c.name in pads else _grid_of(c.shape, h, w, rank, square) for c in calls]
 
     def inside_transition(i: int) -> bool:
         hw = grids[i].hw  # type: ignore[union-attr]
