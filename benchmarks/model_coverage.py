@@ -59,7 +59,8 @@ HF_CONFIGS = {  # family -> (config class, model class, config arguments)
              dict(embed_dim=24, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4])),
     "mobilevit": ("MobileViTConfig", "MobileViTForImageClassification", dict()),
     "efficientnet": ("EfficientNetConfig", "EfficientNetForImageClassification",
-                     dict(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, hidden_dim=1280)),
+                     dict(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, hidden_dim=1280,
+                          initializer_range=0.2)),  # N(0, 0.02) convolutions: deep activations exactly 0
 }
 
 
@@ -316,10 +317,12 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--table", nargs="*", default=None, metavar="JSON",
-                    help="print the Markdown table and summary of these result files and exit")
+                    help="print the Markdown table and summary of these result files (a later file's row "
+                    "replaces an earlier one's) and exit")
     args = ap.parse_args()
     if args.table is not None:
-        rows = [r for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
+        by_model = {r["model"]: r for f in args.table for r in json.loads(Path(f).read_text())["rows"]}
+        rows = list(by_model.values())  # a model in several files: the last file's row (a re-run)
         print(summary(rows))
         print()
         print(table(rows))
