@@ -198,3 +198,16 @@ def test_grids_drop_prefix_tokens_and_permute_channels_last():
     assert grids(c) is c
     with pytest.raises(UsageError, match="token layer"):
         grids(torch.zeros(1, 10, 3))
+
+
+def test_cli_image_explains_a_timm_transformer_at_the_frames_size(tmp_path, coffee):
+    import cv2
+
+    src = tmp_path / "wide.jpg"
+    cv2.imwrite(str(src), cv2.cvtColor(cv2.resize(coffee, (320, 200)), cv2.COLOR_RGB2BGR))
+    out = subprocess.run([sys.executable, "-m", "rtsal", "image", str(src), "-o", str(tmp_path / "out"),
+                          "--model", "timm:test_vit", "--weights", "none", "--no-compile"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-400:]
+    picture = cv2.imread(str(tmp_path / "out" / "wide.png"))
+    assert picture.shape[:2] == (200, 320)  # a fixed 160 x 160 model, the overlay at the frame's size
