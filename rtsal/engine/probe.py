@@ -117,7 +117,8 @@ def probe(
             if isinstance(exc2, UsageError):
                 raise
             raise _model_error(exc2) from None
-    if found.kind == "tokens" and size[0] != size[1]:  # a token count that follows the frame: run square
+    if any(g.layout == "tokens" for g in found.grids) and size[0] != size[1]:
+        # a token count that follows the frame's shape: run square (channels-last maps may follow it)
         return _probe(model, layers, (side, side), None, candidates, square=True, input_size=(side, side))
     return found
 
