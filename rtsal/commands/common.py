@@ -17,19 +17,27 @@ if TYPE_CHECKING:
 
 
 
+MODEL_HELP = (
+    f"classifier: a registered name ({', '.join(MODELS)}), any torchvision classifier by name, timm:NAME, "
+    "hf:ID_OR_DIR (a folder or the local Hugging Face cache) or module.path:factory (your code); size, "
+    "mean/std and class names come from the model (default: efficientnet-lite0, works offline)"
+)
+
+
 def add_model_options(g: argparse._ActionsContainer) -> None:
     """--model and --weights."""
     g.add_argument(
         "--model",
         default="efficientnet-lite0",
-        metavar="NAME",
-        help=f"classifier: {', '.join(MODELS)} (default: efficientnet-lite0, works offline)",
+        metavar="MODEL",
+        help=MODEL_HELP,
     )
     g.add_argument(
         "--weights",
         default="default",
         metavar="default|PATH|none",
-        help="pretrained weights (default), a saved state dict, or none (random init)",
+        help="the model's own pretrained weights (default), a state dict or safetensors file, or none "
+        "(random init)",
     )
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rtsal.engine.hooks import ActivationRecorder
-from rtsal.engine.kinds import clip_input, grid_fn, make_preprocess, probe_model
+from rtsal.engine.kinds import clip_input, grid_fn, make_preprocess, probe_model, resolve_kind
 from rtsal.engine.probe import Probe
 from rtsal.engine.result import engine_result, top_k
 from rtsal.engine.saliency import combine as comb
@@ -41,7 +41,8 @@ class Explainer:
     Use as a context manager (hooks are removed on exit, also on error) or call :meth:`close`.
 
     Args:
-        model: a registered name (see ``rtsal.models.MODELS``) or an ``nn.Module`` classifier.
+        model: a registered name (see ``rtsal.models.MODELS``), a torchvision classifier's name,
+            ``timm:NAME``, ``hf:ID_OR_DIR``, ``module.path:factory``, or an ``nn.Module`` classifier.
         weights: ``"default"`` (pretrained), a path to a state dict, or ``None`` (random init).
         method: ``fastcam`` (SMOE x CAM), ``smoe``, ``nonclass``, ``gradcam`` or ``gradcampp``.
         cam: the CAM that FastCAM fuses with: ``gradcampp`` or ``gradcam``.
@@ -119,13 +120,16 @@ class Explainer:
         # clips (rtsal/engine/clips.py) and transformers (rtsal/engine/tokens.py) branch on the model kind
         self.kind, self.clip_len, self.min_frames = loaded.kind, loaded.clip_len, loaded.min_frames or 1
         size = size if size is not None else loaded.size or 224
+        self.info: Probe = probe_model(
+            self._module, self.kind, layers if layers is not None else loaded.layers, size, self.min_frames,
+            loaded.candidates,
+        )
+        self.kind = resolve_kind(self.kind, self.info)  # "auto": image or tokens, as the probe found
+        size = self.info.input_size or size  # a model that takes one size runs at it
         self.channels_last = channels_last and self.kind == "image"
         if self.channels_last:
             self._module = self._module.to(memory_format=torch.channels_last)
-        self.to_grid = grid_fn(self.kind)  # token outputs -> (N, C, h, w) grids; None: already grids
-        self.info: Probe = probe_model(
-            self._module, self.kind, layers if layers is not None else loaded.layers, size, self.min_frames
-        )
+        self.to_grid = grid_fn(self.kind, self.info)  # token outputs -> (N, C, h, w) grids; None: grids
         self.layers = self.info.layers
         n_cls = self.info.num_classes
         if loaded.class_names:
@@ -145,7 +149,8 @@ class Explainer:
         self.topk = min(topk, n_cls)
         self.mean, self.std = loaded.mean, loaded.std
         self._preprocess = make_preprocess(
-            self.kind, loaded.mean, loaded.std, size, self.device, self.channels_last, self.min_frames
+            self.kind, loaded.mean, loaded.std, size, self.device, self.channels_last, self.min_frames,
+            loaded.interpolation,
         )
         self.compile = compile
         stat = STATISTICS[statistic]

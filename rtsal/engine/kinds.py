@@ -4,6 +4,9 @@
 - ``clip``: (N, 3, T, H, W), activations (N, C, T, h, w): the probe runs on a clip (rtsal/engine/clips.py).
 - ``vit``, ``swin``: images in, token sequences out; the registry names the scale blocks and
   rtsal/engine/tokens.py turns tokens into grids.
+- ``auto`` (a model from timm, Hugging Face, torchvision by name, a user's code): the probe reads each
+  scale's layout and says ``image`` (every scale an (N, C, h, w) map) or ``tokens`` (some are token
+  sequences or channels-last: :class:`rtsal.engine.tokens.Grids` converts them).
 
 The Explainer and the comparison methods ask this module, so the per-kind branches live in one place.
 """
@@ -19,12 +22,12 @@ from torch import Tensor, nn
 from rtsal.engine.clips import ClipPreprocess, check_clip_tensor
 from rtsal.engine.preprocess import Preprocess
 from rtsal.engine.probe import Probe, probe
-from rtsal.engine.tokens import LAYOUTS, probe_tokens, to_grid
+from rtsal.engine.tokens import LAYOUTS, Grids, probe_tokens, to_grid
 from rtsal.errors import UsageError
 
-__all__ = ["KINDS", "clip_input", "grid_fn", "make_preprocess", "probe_model"]
+__all__ = ["KINDS", "clip_input", "grid_fn", "make_preprocess", "probe_model", "resolve_kind"]
 
-KINDS = ("image", "clip", *LAYOUTS)
+KINDS = ("image", "clip", "auto", "tokens", *LAYOUTS)
 
 
 def probe_model(
@@ -33,10 +36,17 @@ def probe_model(
     layers: Sequence[str] | None,
     size: int | tuple[int, int],
     min_frames: int = 1,
+    candidates: Sequence[str] | None = None,
 ) -> Probe:
-    """The scale-end layers of ``module`` for its kind (see :func:`rtsal.engine.probe.probe`)."""
-    if kind == "image":
-        return probe(module, layers=layers)
+    """The scale-end layers of ``module`` for its kind (see :func:`rtsal.engine.probe.probe`).
+
+    ``size`` as (h, w) is the only size the model takes; as an int, the short side (probed at 224 x 320,
+    falling back to size x size). ``candidates``: the stages a library names."""
+    if kind in ("image", "auto", "tokens"):
+        if isinstance(size, tuple):
+            return probe(module, layers=layers, candidates=candidates, fixed=(int(size[0]), int(size[1])))
+        # not square, multiples of 32 (every stride exact); a model that refuses it runs at size x size
+        return probe(module, layers=layers, size=(224, 320), candidates=candidates, own=int(size))
     if kind == "clip":
         h = size if isinstance(size, int) else size[0]
         w = -(-h * 3 // 2 // 32) * 32  # not square, so the probe can tell spatial maps from other outputs
@@ -57,11 +67,12 @@ def make_preprocess(
     device: torch.device,
     channels_last: bool,
     min_frames: int = 1,
+    interpolation: str = "bilinear",
 ) -> Callable[[object], Tensor]:
     """uint8 frames (or clips) -> normalised model input for ``kind``."""
     if kind == "clip":
         return ClipPreprocess(mean, std, size, device, min_frames)
-    return Preprocess(mean, std, size, device, channels_last)
+    return Preprocess(mean, std, size, device, channels_last, interpolation)
 
 
 def clip_input(
@@ -83,8 +94,16 @@ def clip_input(
     return x, (int(shape[-4]), int(shape[-3]), int(shape[-2]))
 
 
-def grid_fn(kind: str) -> Callable[[Tensor], Tensor] | None:
+def grid_fn(kind: str, info: Probe | None = None) -> Callable[[Tensor], Tensor] | None:
     """How to turn a scale-end output into an (N, C, ...) grid: None when it already is one."""
     if kind in LAYOUTS:
         return lambda t: to_grid(t, kind)
+    if info is not None and info.kind == "tokens":
+        return Grids(info.grids)
     return None
+
+
+def resolve_kind(kind: str, info: Probe) -> str:
+    """``auto`` or ``image`` -> what the probe found (``image``, or ``tokens`` where a scale is channels-last
+    or a token sequence); other kinds stay."""
+    return info.kind if kind in ("auto", "image") else kind

@@ -11,6 +11,9 @@ from torch import Tensor
 
 from rtsal.errors import UsageError
 
+# how a frame is enlarged to the model's size, by the name a model's config gives (shrinking uses area)
+INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
+                  "lanczos": cv2.INTER_LANCZOS4, "box": cv2.INTER_AREA, "hamming": cv2.INTER_LINEAR}
 MAX_ASPECT = 4  # the model input's long side is at most this many times its short side
 
 
@@ -61,7 +64,8 @@ def as_image_batch(images: np.ndarray | Tensor | Sequence[np.ndarray]) -> np.nda
 
 
 class Preprocess:
-    """Resize (INTER_AREA when shrinking) and normalise RGB uint8 frames.
+    """Resize (INTER_AREA when shrinking, the model's ``interpolation`` when enlarging) and normalise RGB
+    uint8 frames.
 
     ``__call__(images)`` takes (H, W, 3) or (N, H, W, 3) uint8 and returns (N, 3, h, w) float32 on ``device``.
     """
@@ -73,12 +77,14 @@ class Preprocess:
         size: int | tuple[int, int] = 224,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        interpolation: str = "bilinear",
     ) -> None:
         if isinstance(size, int) and size < 32:
             raise UsageError(f"input size must be at least 32, got {size}")
         self.size = size
         self.device = torch.device(device)
         self.channels_last = channels_last
+        self.enlarge = INTERPOLATIONS.get(interpolation, cv2.INTER_LINEAR)
         m = torch.tensor(mean, dtype=torch.float32)
         s = torch.tensor(std, dtype=torch.float32)
         self._scale = (1.0 / (255.0 * s)).view(1, 3, 1, 1).to(self.device)
@@ -89,7 +95,7 @@ class Preprocess:
         h, w = batch.shape[1:3]
         mh, mw = model_size(h, w, self.size)
         if (mh, mw) != (h, w):
-            interp = cv2.INTER_AREA if mh * mw < h * w else cv2.INTER_LINEAR
+            interp = cv2.INTER_AREA if mh * mw < h * w else self.enlarge
             batch = np.stack([cv2.resize(im, (mw, mh), interpolation=interp) for im in batch])
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float()
         x = x * self._scale - self._shift

@@ -9,6 +9,11 @@ channel statistics, the normalisation and the CAM run on them as on a CNN's acti
 - ``swin`` (torchvision ``SwinTransformer``): a stage outputs channels-last (N, h, w, C); permuted to
   (N, C, h, w). Its four stages halve the resolution in turn: natural scales.
 
+Any other model (timm, Hugging Face, torchvision by name) is read by the probe (rtsal/engine/probe.py),
+which gives each scale a :class:`~rtsal.engine.probe.Grid`: ``nhwc`` stages are permuted, ``tokens``
+(N, prefix + h*w, C) lose their ``prefix`` class/distillation/register tokens and become (N, C, h, w);
+:class:`Grids` applies them to whatever tensor the engine hands it (activations and their gradients).
+
 Token values are signed (no ReLU at a block's output), so the engine marks every token layer ``relu``:
 the statistics that need non-negative input (SMOE, mean, std, max) get ReLU first, as the engine does
 for a CNN's linear bottlenecks; ``entropy`` sees the signed values. benchmarks/token_stats.py is the
@@ -23,11 +28,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from rtsal.engine.probe import Probe, parse_layer
+from rtsal.engine.probe import Grid, Probe, parse_layer
 from rtsal.errors import UsageError
 from rtsal.types import LayerInfo
 
-__all__ = ["LAYOUTS", "probe_tokens", "to_grid"]
+__all__ = ["LAYOUTS", "Grids", "grid_to_nchw", "probe_tokens", "to_grid"]
 
 LAYOUTS = ("vit", "swin")
 
@@ -51,6 +56,45 @@ def to_grid(t: Tensor, layout: str) -> Tensor:
             raise UsageError(f"a Swin stage output must be (N, h, w, C), got {tuple(t.shape)}")
         return t.permute(0, 3, 1, 2)
     raise ValueError(f"unknown token layout {layout!r}: one of {', '.join(LAYOUTS)}")
+
+
+def grid_to_nchw(t: Tensor, grid: Grid) -> Tensor:
+    """One layer's output -> (N, C, h, w) by its probed ``grid``: (N, C, h, w) as it is, (N, h, w, C)
+    permuted, (N, prefix + h*w, C) without the prefix tokens, reshaped row by row."""
+    if grid.layout == "nchw":
+        return t
+    if grid.layout == "nhwc":
+        return t.permute(0, 3, 1, 2)
+    n, length, c = t.shape
+    gh, gw = grid.hw
+    if length - grid.prefix != gh * gw:
+        raise UsageError(f"{length} tokens are not {grid.prefix} prefix tokens and a {gh}x{gw} grid")
+    return t[:, grid.prefix:, :].transpose(1, 2).reshape(n, c, gh, gw)
+
+
+class Grids:
+    """Turns any scale-end output (or its gradient) of one model into an (N, C, h, w) grid.
+
+    The engine hands tensors over without saying which layer they came from, so the layout is told by
+    shape: a 3-dim tensor is the token layer with its length and width; a 4-dim tensor whose last axis is
+    the channels of a channels-last layer (and whose second is not those of a channels-first one) is
+    permuted; anything else is a grid already. Token models run at one input size, so lengths are fixed.
+    """
+
+    def __init__(self, grids: Sequence[Grid]) -> None:
+        self._tokens = {(g.hw[0] * g.hw[1] + g.prefix, g.channels): g for g in grids if g.layout == "tokens"}
+        self._nhwc = {g.channels: g for g in grids if g.layout == "nhwc"}
+        self._nchw = {g.channels for g in grids if g.layout == "nchw"}
+
+    def __call__(self, t: Tensor) -> Tensor:
+        if t.dim() == 3:
+            grid = self._tokens.get((int(t.shape[1]), int(t.shape[2])))
+            if grid is None:
+                raise UsageError(f"no token layer of this model gives a {tuple(t.shape)} output")
+            return grid_to_nchw(t, grid)
+        if t.dim() == 4 and int(t.shape[3]) in self._nhwc and int(t.shape[1]) not in self._nchw:
+            return t.permute(0, 3, 1, 2)
+        return t
 
 
 @torch.no_grad()
