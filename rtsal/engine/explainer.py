@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from rtsal.engine.hooks import ActivationRecorder
 from rtsal.engine.kinds import clip_input, grid_fn, make_preprocess, probe_model, resolve_kind
 from rtsal.engine.probe import Probe
-from rtsal.engine.result import engine_result, top_k
+from rtsal.engine.result import assemble
 from rtsal.engine.saliency import combine as comb
 from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
-from rtsal.engine.saliency.fastcam import fastcam_maps
+from rtsal.engine.saliency.fastcam import scale_maps
 from rtsal.engine.saliency.norm import NORMS
 from rtsal.engine.saliency.smoe import NEEDS_RELU, STATISTICS
 from rtsal.engine.spec import FastCAMSpec
@@ -157,7 +157,7 @@ class Explainer:
         self._relu = tuple(info.relu and NEEDS_RELU[statistic] for info in self.layers)
         w = torch.tensor(self.weights, dtype=torch.float32, device=self.device)
         self._weights_t = w / w.sum()
-        self._maps = partial(fastcam_maps, statistic=stat, norm=NORMS[norm])
+        self._maps = partial(scale_maps, statistic=stat, norm=NORMS[norm])  # (N, h_l, w_l) per scale
         self.closed_form = self.info.linear_head is not None and not head_autograd
         if self.closed_form:
             head = dict(self._module.named_modules())[self.info.linear_head]
@@ -335,21 +335,10 @@ class Explainer:
         if self.to_grid is not None:
             acts = [self.to_grid(a) for a in acts]
         with torch.inference_mode():
-            scales, smoe, cam, fused, nonclass = self._maps(acts, self._relu, cam_small.detach(), out_size,
-                                                            self._weights_t)
-            tk = top_k(logits, self.topk, self.class_names)
-        return engine_result(
-            method,
-            fused=fused,
-            smoe=smoe,
-            nonclass=nonclass,
-            cam=cam,
-            logits=logits.detach(),
-            topk=tk,
-            target=tgt,
-            scales=scales,
-            layers=tuple(i.label for i in self.layers),
-        )
+            maps = self._maps(acts, self._relu)
+        # the one host-side assembler every backend's graph outputs go through (rtsal/engine/result.py)
+        return assemble(method, logits.detach(), tgt, cam_small.detach(), maps, out_size, self._weights_t,
+                        self.class_names, self.topk, tuple(i.label for i in self.layers))
 
     def _cam(self, logits: Tensor, acts: Sequence[Tensor], target: Tensor, cam_name: str) -> Tensor:
         a = acts[-1]
