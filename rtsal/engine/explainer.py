@@ -69,10 +69,10 @@ class Explainer:
             ``result.engine`` names the backend that drew each result.
         precision: ``f32`` (default) or ``bf16`` (OpenVINO's inference precision; see docs/backends.md for
             how far its maps agree with f32).
-        threads, streams: the graph runtime's threads per call and how many calls may run at once (the
-            pipeline's inference streams); default torch's thread setting and 1.
+        threads: the graph runtime's threads per call (default: torch's thread setting).
+        streams: how many calls may run at once (the pipeline's inference streams; default 1).
 
-    Example:
+    Examples:
         >>> with Explainer("efficientnet-lite0", backend="openvino") as ex:  # doctest: +SKIP
         ...     result = ex.explain(image)  # RGB uint8 (H, W, 3)
         ...     result.engine, result.topk.labels[0][0], result.fused.shape
