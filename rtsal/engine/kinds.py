@@ -40,13 +40,19 @@ def probe_model(
 ) -> Probe:
     """The scale-end layers of ``module`` for its kind (see :func:`rtsal.engine.probe.probe`).
 
-    ``size`` as (h, w) is the only size the model takes; as an int, the short side (probed at 224 x 320,
-    falling back to size x size). ``candidates``: the stages a library names."""
+    ``size``: the short side (int) or (h, w) the model will run at. The probe runs at 224 x 320 (not square,
+    multiples of 32: every stride exact, so spatial maps are told from other outputs even where a small
+    run size rounds a stride up); a model that refuses it is probed and run at its own square size, and a
+    non-square (h, w) that is the only size it takes at exactly that. ``candidates``: the stages a library
+    names."""
     if kind in ("image", "auto", "tokens"):
-        if isinstance(size, tuple):
+        own = int(min(size)) if isinstance(size, tuple) else int(size)
+        try:
+            return probe(module, layers=layers, size=(224, 320), candidates=candidates, own=own)
+        except UsageError:
+            if not isinstance(size, tuple) or size[0] == size[1]:
+                raise
             return probe(module, layers=layers, candidates=candidates, fixed=(int(size[0]), int(size[1])))
-        # not square, multiples of 32 (every stride exact); a model that refuses it runs at size x size
-        return probe(module, layers=layers, size=(224, 320), candidates=candidates, own=int(size))
     if kind == "clip":
         h = size if isinstance(size, int) else size[0]
         w = -(-h * 3 // 2 // 32) * 32  # not square, so the probe can tell spatial maps from other outputs
