@@ -283,7 +283,13 @@ def test_a_bad_message_closes_that_socket_never_the_server(served):
     for message, code in cases:
         with served.ws() as ws:
             hello(ws)
-            ws.send(message)
+            try:
+                ws.send(message)
+            except ConnectionClosed:
+                # the server refused an oversized message before the client had sent all of it: the socket
+                # was closed under the sender (a reset, so no close frame reaches this client)
+                assert code == 1009, message[:20]
+                continue
             with pytest.raises(ConnectionClosed) as e:
                 while True:
                     ws.recv(timeout=30)
@@ -498,6 +504,8 @@ def test_the_page_in_chromium_shows_overlays_switches_methods_and_explains_uploa
                 # the HUD updates: fps, latency and the engine's saliency overhead
                 first = page.inner_text("#hud")
                 wait_for(page, "rtsal.stats.displayed >= 15")
+                # the HUD is redrawn a few times a second, not per frame: wait for the next redraw
+                wait_for(page, f"document.querySelector('#hud').innerText !== {json.dumps(first)}")
                 hud = page.inner_text("#hud")
                 assert hud != first and "fps" in hud and "ms (+" in page.inner_text("#hud-overhead")
                 assert int(page.inner_text("#hud-frames")) >= 15
