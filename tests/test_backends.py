@@ -202,12 +202,20 @@ def test_cli_image_on_openvino_names_the_backend(tmp_path, capsys):
     assert (tmp_path / "o" / "coffee.png").exists()
 
 
-def test_auto_rule():
+def test_auto_rule(monkeypatch):
+    import shutil
+
     from rtsal.engine.backends import AUTO_ORDER, installed, resolve
 
     assert resolve("auto", image_model=False) == "torch"
     assert resolve("auto", compile_allowed=False) == "torch"
     assert resolve("auto") == next(b for b in AUTO_ORDER if installed(b))
+    assert AUTO_ORDER[0] == "compiled" and resolve("auto") == "compiled"  # this machine has a C++ compiler
+    # without a C++ compiler the compiled backend is not offered, and auto takes the next installed runtime
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert not installed("compiled")
+    assert resolve("auto") == next(b for b in AUTO_ORDER[1:] if installed(b))
 
 
 # -- rtsal export --format -----------------------------------------------------------------------------------

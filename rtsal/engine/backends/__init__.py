@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "installed", "require", "resolve"]
 
 BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "openvino")
-# what `auto` takes, first installed wins: the order of the explained Lite0/ResNet-50 medians measured by
-# benchmarks/backends.py on this project's CPU (docs/backends.md)
-AUTO_ORDER = ("openvino", "onnxruntime", "compiled", "torch")
+# what `auto` takes, first installed wins: the order of the explained Lite0/ResNet-50 medians at the default
+# precision (f32) measured by benchmarks/backends.py on the quiet machine (docs/backends.md: compiled 8.5 /
+# 41.0 ms, OpenVINO 10.9 / 52.4, ONNX Runtime 24.6 / 79.1), and of `rtsal video` on a 720p clip. The
+# compiled backend counts as installed where a C++ compiler is (Inductor needs one)
+AUTO_ORDER = ("compiled", "openvino", "onnxruntime", "torch")
 GRAPH_BACKENDS = ("compiled", "onnxruntime", "openvino")  # the ones that build a graph (not eager)
 # the Python package each backend needs, and the one line that says how to get it
 EXTRAS = {
@@ -57,7 +59,13 @@ class Backend(Protocol):
 
 
 def installed(name: str) -> bool:
-    """Whether the package the backend ``name`` needs is importable (without importing it)."""
+    """Whether the package the backend ``name`` needs is importable (without importing it); ``compiled``:
+    whether a C++ compiler is on the PATH (``$CXX``, ``c++``, ``g++`` or ``clang++``)."""
+    if name == "compiled":
+        import os
+        import shutil
+
+        return any(c and shutil.which(c) for c in (os.environ.get("CXX"), "c++", "g++", "clang++"))
     if name not in EXTRAS:
         return name in BACKENDS
     return importlib.util.find_spec(EXTRAS[name][0]) is not None
