@@ -82,6 +82,19 @@ def wait_displayed(page, n: int, timeout: float) -> dict:
     return page.evaluate(PAGE_STATS)
 
 
+def wait_backend(page, timeout: float) -> str:
+    """Wait until the server's results come from its built backend, not the eager frames served while it
+    builds (``eager (building ...)``, ``eager (compiling)``); the engine's name."""
+    deadline = time.time() + timeout
+    engine = ""
+    while time.time() < deadline:
+        engine = page.evaluate("window.rtsal && rtsal.stats.header ? (rtsal.stats.header.engine || '') : ''")
+        if engine and not engine.startswith("eager ("):
+            break
+        time.sleep(0.5)
+    return engine
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of process ``pid`` (MB), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

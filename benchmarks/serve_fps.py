@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from browser_client import ROOT, browser, chromium_pids, cpu_s, server, wait_displayed
+from browser_client import ROOT, browser, chromium_pids, cpu_s, server, wait_backend, wait_displayed
 
 sys.path.insert(0, str(ROOT))
 
@@ -111,6 +111,7 @@ def main() -> int:
             page = b.new_page()
             page.goto(url)
             wait_displayed(page, 20, 300)
+            print(f"server backend: {wait_backend(page, 600)}", flush=True)  # rounds time the built backend
             page.click("#pause")
             for k in range(args.rounds):
                 w = webcam_round(clip, args.webcam_frames, engine_args, folder)
