@@ -7,7 +7,8 @@ with the same runtime and settings and called interleaved, round after round, fr
 - ``openvino`` (``bf16``: the default inference precision on a CPU with AVX512_BF16 or AMX; ``f32``) and
   ``onnxruntime`` (``f32``): the graph exported with ``torch.onnx.export`` (dynamo) once per statistic
   formulation: ``ref`` (``smoe_scale``, ``torch.log2``), ``sqrt`` (``smoe_scale_sqrt``: log from square roots,
-  channel means as matrix products), ``mm`` (``smoe_scale_mm``: natural log, matrix-product means);
+  channel means as matrix products), ``mm`` (``smoe_scale_mm``: natural log, matrix-product means), ``conv``
+  (``smoe_scale_conv``: log from square roots, channel means as 1x1 convolutions);
 - ``compiled``: the plain model by ``torch.compile`` with freezing under ``inference_mode`` (what a PyTorch
   user runs) against rtsal's own AOTInductor graph (``graph.build_package``, called through
   ``graph.load_package``, as the engine does; its statistic is the engine's ``smoe_fastlog``).
@@ -49,10 +50,15 @@ from rtsal.engine.hooks import ActivationRecorder  # noqa: E402
 from rtsal.engine.saliency.cam import cam_from_linear_head  # noqa: E402
 from rtsal.engine.saliency.fastcam import scale_maps  # noqa: E402
 from rtsal.engine.saliency.norm import gauss_norm  # noqa: E402
-from rtsal.engine.saliency.smoe import smoe_scale, smoe_scale_mm, smoe_scale_sqrt  # noqa: E402
+from rtsal.engine.saliency.smoe import (  # noqa: E402
+    smoe_scale,
+    smoe_scale_conv,
+    smoe_scale_mm,
+    smoe_scale_sqrt,
+)
 
 FORMS: dict[str, Callable[[Tensor], Tensor]] = {
-    "ref": smoe_scale, "sqrt": smoe_scale_sqrt, "mm": smoe_scale_mm}
+    "ref": smoe_scale, "sqrt": smoe_scale_sqrt, "mm": smoe_scale_mm, "conv": smoe_scale_conv}
 
 
 class MapsGraph(nn.Module):

@@ -13,15 +13,17 @@ from rtsal.engine.saliency.smoe import (
     RUNTIME_STATISTICS,
     STATISTICS,
     channel_mean,
+    channel_mean_conv,
     channel_mean_mm,
     log2_sqrt,
     runtime_statistic,
     smoe_scale,
+    smoe_scale_conv,
     smoe_scale_mm,
     smoe_scale_sqrt,
 )
 
-FORMS = [smoe_scale_sqrt, smoe_scale_mm]
+FORMS = [smoe_scale_sqrt, smoe_scale_mm, smoe_scale_conv]
 # paper appendix, Table 3: 64 channels alternating two values
 VECTORS = [((0.5, 1.0), 0.064), ((1.0, 2.0), 0.127), ((2.0, 4.0), 0.255), ((2.0, 3.0), 0.074)]
 
@@ -90,9 +92,17 @@ def test_channel_mean_mm_is_the_mean():
     torch.testing.assert_close(channel_mean_mm(a), channel_mean(a), rtol=1e-5, atol=1e-6)
 
 
+def test_channel_mean_conv_is_the_mean():
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(2, 37, 6, 3, generator=g)
+    torch.testing.assert_close(channel_mean_conv(a), channel_mean(a), rtol=1e-5, atol=1e-6)
+    clip = torch.randn(1, 8, 2, 3, 4, generator=g)  # other ranks: the matrix product
+    torch.testing.assert_close(channel_mean_conv(clip), channel_mean(clip), rtol=1e-5, atol=1e-6)
+
+
 def test_runtime_statistic_table():
     assert runtime_statistic("smoe", "torch") is smoe_scale
-    assert runtime_statistic("smoe", "openvino") is smoe_scale_sqrt
+    assert runtime_statistic("smoe", "openvino") is smoe_scale_conv
     assert runtime_statistic("smoe", "onnxruntime") is smoe_scale_mm
     assert runtime_statistic("mean", "openvino") is STATISTICS["mean"]
     for table in RUNTIME_STATISTICS.values():
@@ -139,9 +149,10 @@ def test_onnxruntime_runs_the_formulation(fn, tmp_path):
         assert corr(torch.from_numpy(g), r) >= 0.9999
 
 
-def test_openvino_runs_the_formulation_without_log(tmp_path):
+@pytest.mark.parametrize("fn", [smoe_scale_sqrt, smoe_scale_conv])
+def test_openvino_runs_the_formulation_without_log(fn, tmp_path):
     ov = pytest.importorskip("openvino")
-    path, x, ref = _export(smoe_scale_sqrt, tmp_path)
+    path, x, ref = _export(fn, tmp_path)
     model = ov.Core().read_model(str(path))
     # the point of the formulation: no Log over the (N, C, H, W) tensor, only on the (N, H, W) mean
     logs = [op for op in model.get_ops() if op.get_type_name() == "Log"]

@@ -94,6 +94,28 @@ def channel_mean_mm(a: Tensor) -> Tensor:
     return torch.matmul(w, a.reshape(n, c, -1)).reshape((n, *a.shape[2:]))
 
 
+def channel_mean_conv(a: Tensor) -> Tensor:
+    """Mean over dim 1 as a 1x1 convolution with one output channel of weights 1/C: (N, C, H, W) -> (N, H, W);
+    other ranks go through :func:`channel_mean_mm`.
+
+    The same values as ``a.mean(dim=1)``. A runtime that keeps activations in a blocked channel layout (the
+    OpenVINO CPU plugin's nChw16c) runs the convolution on that layout directly, where a ``MatMul`` or a
+    ``ReduceMean`` needs a ``Reorder`` to the planar layout first (docs/graph-cost.md)."""
+    if a.dim() != 4:
+        return channel_mean_mm(a)
+    c = a.shape[1]
+    w = torch.full((1, c, 1, 1), 1.0 / c, dtype=a.dtype, device=a.device)
+    return torch.nn.functional.conv2d(a, w)[:, 0]
+
+
+def smoe_scale_conv(a: Tensor) -> Tensor:
+    """:func:`smoe_scale_sqrt` with the channel means as 1x1 convolutions (:func:`channel_mean_conv`): no
+    ``Log`` over the activations and no reorder out of a blocked layout. (N, C, H, W) -> (N, H, W)."""
+    a = a + EPS
+    m = channel_mean_conv(a)
+    return m * (torch.log2(m) - _LOG_SQRT_SCALE * channel_mean_conv(atanh_sqrt(a)))
+
+
 def smoe_scale_sqrt(a: Tensor) -> Tensor:
     """:func:`smoe_scale` for runtimes without a vectorised ``Log``: :func:`atanh_sqrt` for the per-element
     logarithm, channel means as matrix products (:func:`channel_mean_mm`), every scale on the small map.
@@ -158,7 +180,8 @@ STATISTICS: dict[str, Callable[[Tensor], Tensor]] = {
 RUNTIME_STATISTICS: dict[str, dict[str, Callable[[Tensor], Tensor]]] = {
     "torch": {},  # eager: torch.log2 is vectorised and the reductions are native
     "compiled": {"smoe": smoe_scale_fastlog},  # Inductor fuses the bit-level log2 into the channel reduction
-    "openvino": {"smoe": smoe_scale_sqrt},  # its Log is a scalar reference kernel; sqrt and arithmetic fuse
+    # its Log is a scalar reference kernel (sqrt and arithmetic fuse); 1x1 convolutions read its blocked layout
+    "openvino": {"smoe": smoe_scale_conv},
     "onnxruntime": {"smoe": smoe_scale_mm},  # its Log is vectorised; MatMul beats ReduceMean over channels
 }
 
