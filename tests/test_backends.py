@@ -100,19 +100,24 @@ def test_backend_agrees_with_eager_on_every_bundled_image(backend, lite0_refs, t
         assert timings["plain"] > 0  # the same runtime's plain forward, the HUD's base
 
 
-def test_openvino_head_gradient_model_agrees(tmp_path):
-    """A head without a closed form (MobileNetV3): its traced gradient converts for OpenVINO."""
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_head_gradient_model_agrees(backend, tmp_path):
+    """A head without a closed form (MobileNetV3): its traced gradient converts for OpenVINO and exports to
+    ONNX (the TorchScript exporter lacks ``aten::as_strided_copy`` / ``aten::view_copy``: rewritten as
+    reshapes)."""
     from rtsal.engine.explainer import Explainer
+
+    pytest.importorskip(backend)
 
     image = square(all_photos()[0], 96)
     torch.manual_seed(0)
     with Explainer("mobilenet_v3_small", weights=None, size=96) as ref_ex:
         ref = ref_ex.explain(image)
     torch.manual_seed(0)  # the same random weights
-    with Explainer("mobilenet_v3_small", weights=None, size=96, backend="openvino", cache_dir=tmp_path) as ex:
+    with Explainer("mobilenet_v3_small", weights=None, size=96, backend=backend, cache_dir=tmp_path) as ex:
         assert ex.spec.head == "gradient"
         result = ex.explain(image)
-    assert result.engine == "openvino"
+    assert result.engine == backend
     assert_agree(result, ref, 0.999)
     assert corr(result.cam, ref.cam) >= 0.999
 

@@ -58,7 +58,8 @@ def _decomposed(gm: nn.Module, a: Tensor, target: Tensor) -> nn.Module:
 
 def _plain_views(graph: torch.fx.Graph) -> None:
     """Functionalisation writes a reshape into a fresh tensor as ``as_strided_scatter`` / ``as_strided_copy``
-    / ``copy`` over a whole, contiguous buffer, which converters lack; these are reshapes and expands."""
+    / ``view_copy`` / ``copy`` over a whole, contiguous buffer, which converters lack (the TorchScript ONNX
+    exporter: ``aten::as_strided_copy``, ``aten::view_copy``); these are reshapes and expands."""
     aten = torch.ops.aten
 
     def val(node: object) -> Tensor | None:
@@ -66,7 +67,8 @@ def _plain_views(graph: torch.fx.Graph) -> None:
         return v if isinstance(v, Tensor) else None
 
     def contiguous(size: Sequence[int], stride: Sequence[int]) -> bool:
-        return list(stride) == list(torch.empty(list(size)).stride())
+        # the strides of size-1 dimensions say nothing (a (1, 960, 1, 1) view with strides (960, 1, 960, 960))
+        return torch.empty_strided(list(size), list(stride)).is_contiguous()
 
     for n in list(graph.nodes):
         if n.op != "call_function":
@@ -85,6 +87,8 @@ def _plain_views(graph: torch.fx.Graph) -> None:
             if vb is not None and offset == 0 and contiguous(size, stride) and vb.is_contiguous() \
                     and vb.numel() == int(torch.tensor(list(size)).prod()):
                 new = (aten.reshape.default, (src, list(vb.shape)))
+        elif n.target == aten.view_copy.default:
+            new = (aten.reshape.default, (n.args[0], list(n.args[1])))
         elif n.target == aten.copy.default:
             dst, src = n.args[:2]
             vd = val(dst)
