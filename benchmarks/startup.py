@@ -35,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo_run(folder: Path, cache: Path, compile: bool, frames: int, model: str, backend: str = "auto") -> dict:
+def demo_run(folder: Path, cache: Path, compile: bool, frames: int, model: str,
+             backend: str = "auto") -> dict:
     """One ``rtsal demo`` process; its ``--stats-json`` plus the wall time of the whole process."""
     stats = folder / f"stats-{time.monotonic_ns()}.json"
     cmd = [sys.executable, "-m", "rtsal", "demo", "--no-window", "--record", str(folder / "out.mp4"),
@@ -70,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=150, help="frames each run draws (the clip: 184, 15 fps)")
     p.add_argument("--runs", type=int, default=2, help="warm-cache and eager runs (median)")
     p.add_argument("--backends", default="auto",
-                   help="comma-separated --backend values, each with a cold and a warm cache (auto, openvino, ...)")
+                   help="comma-separated --backend values, each run cold and warm (auto, openvino, ...)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "startup.json"))
     a = p.parse_args(argv)
 
     folder = Path(tempfile.mkdtemp(prefix="rtsal-startup-"))
-    rows = {"eager": [demo_run(folder, folder / "cache-eager", False, a.frames, a.model) for _ in range(a.runs)]}
+    eager = folder / "cache-eager"
+    rows = {"eager": [demo_run(folder, eager, False, a.frames, a.model) for _ in range(a.runs)]}
     for backend in a.backends.split(","):
         cache = folder / f"cache-{backend}"
         label = "" if backend == "auto" else f"{backend}, "
