@@ -180,7 +180,7 @@ STATISTICS: dict[str, Callable[[Tensor], Tensor]] = {
 RUNTIME_STATISTICS: dict[str, dict[str, Callable[[Tensor], Tensor]]] = {
     "torch": {},  # eager: torch.log2 is vectorised and the reductions are native
     "compiled": {"smoe": smoe_scale_fastlog},  # Inductor fuses the bit-level log2 into the channel reduction
-    # its Log is a scalar reference kernel (sqrt and arithmetic fuse); 1x1 convolutions read its blocked layout
+    # Log is a scalar reference kernel there (sqrt, arithmetic fuse); 1x1 convolutions read its blocked layout
     "openvino": {"smoe": smoe_scale_conv},
     "onnxruntime": {"smoe": smoe_scale_mm},  # its Log is vectorised; MatMul beats ReduceMean over channels
 }
