@@ -1,6 +1,7 @@
 """The render stage: a frame and its result -> the picture. The one render recipe of rtsal:
-select the frame's image of the batch -> the drawn maps to the host -> smooth -> resize to the frame ->
-view (overlay, LOVI, layers, side by side, map) -> top-k labels.
+select the frame's image of the batch -> the drawn maps to the host -> smooth (at model resolution) ->
+view (overlay, LOVI, layers, side by side, map; each resizes the small map to the frame in uint8 as it
+colours it) -> top-k labels.
 
 numpy and OpenCV only after the host copy: torch calls here would start a second pool of intra-op threads
 competing with the model's for the same cores.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rtsal.names import VIEW_FIELDS
-from rtsal.render.frames import resize_maps, select, to_host
+from rtsal.render.frames import select, to_host
 from rtsal.render.smooth import MapSmoother
 from rtsal.render.views import draw_topk, make_view
 from rtsal.telemetry import CpuStages
@@ -35,8 +36,9 @@ class FrameRenderer:
         smooth: weight of the previous frames in an exponential moving average of the maps (0: off).
         labels: how many top classes to write in the corner (0: none).
         label_scale: text scale; default from the frame's width.
-        cpu: where to add each sub-stage's CPU time per frame ("maps to host", "resize", "view" = colour
-            map and blend, "labels"); default: a new :class:`~rtsal.telemetry.CpuStages` (``self.cpu``).
+        cpu: where to add each sub-stage's CPU time per frame ("maps to host" with the smoothing, "view" =
+            resize to the frame, colour map and blend, "labels"); default: a new
+            :class:`~rtsal.telemetry.CpuStages` (``self.cpu``).
     """
 
     def __init__(
@@ -57,7 +59,7 @@ class FrameRenderer:
         self._style: tuple[str, str, float] | None = None
         self._view: Any = None
         self.set_style(view, cmap, alpha)
-        self.last: SaliencyResult | None = None  # the last frame's one-image result, maps at frame size
+        self.last: SaliencyResult | None = None  # the last frame's one-image result, maps at model size
 
     def set_style(self, view: str | None = None, cmap: str | None = None, alpha: float | None = None) -> None:
         """Switch view, colour map or opacity for the next frames (hotkeys v, c, +/-)."""
@@ -78,17 +80,17 @@ class FrameRenderer:
         """Forget the smoothing state (a new method or scene)."""
         self.smoother.reset()
 
-    def maps(self, fr: FrameResult, size: tuple[int, int]) -> SaliencyResult:
-        """The frame's one-image result with the drawn maps on the host, smoothed and resized to ``size``."""
+    def maps(self, fr: FrameResult) -> SaliencyResult:
+        """The frame's one-image result with the drawn maps on the host and smoothed, at model resolution
+        (the view resizes them to the frame: a small float map is cheaper to smooth than a frame-sized
+        one)."""
         fields = self.fields
         with self.cpu.measure("maps to host"):
-            one = self.smoother(to_host(select(fr.result, fr.i), fields), fields)
-        with self.cpu.measure("resize"):
-            return resize_maps(one, size, fields)
+            return self.smoother(to_host(select(fr.result, fr.i), fields), fields)
 
     def __call__(self, image: np.ndarray, fr: FrameResult) -> np.ndarray:
         """RGB uint8 (H, W, 3) and its result -> the picture (a new array; ``image`` is not changed)."""
-        one = self.maps(fr, image.shape[:2])
+        one = self.maps(fr)
         with self.cpu.measure("view"):
             out = self._view.annotate(image, one, 0)
         if self.labels:  # label size from the frame's width, also on the wider side-by-side and grid views

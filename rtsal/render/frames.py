@@ -1,5 +1,5 @@
-"""Per-frame helpers for render stages: pick one image of a batch result, bring its maps to the host,
-and resize them to the frame (numpy and OpenCV only, so a render thread starts no torch thread pool)."""
+"""Per-frame helpers for render stages: pick one image of a batch result and bring its maps to the host
+(numpy only, so a render thread starts no torch thread pool). The views resize the maps to the frame."""
 
 from __future__ import annotations
 
@@ -41,24 +41,4 @@ def to_host(result: Any, fields: tuple[str, ...]) -> Any:
         m = getattr(result, name)
         if m is not None and not isinstance(m, np.ndarray):
             updates[name] = m.detach().float().cpu().numpy()
-    return replace(result, **updates) if updates else result
-
-
-def resize_maps(result: Any, size: tuple[int, int], fields: tuple[str, ...]) -> Any:
-    """The named numpy maps, (1, h, w) or (1, L, h, w), resized to ``size`` = (H, W): bilinear with pixel
-    centres aligned (as the engine's ``align_corners=False`` upsampling) when enlarging, area averages when
-    shrinking."""
-    import cv2
-    import numpy as np
-
-    H, W = size
-    updates = {}
-    for name in fields:
-        m = getattr(result, name)
-        if m is None or tuple(m.shape[-2:]) == (H, W):
-            continue
-        interp = cv2.INTER_AREA if H * W < m.shape[-1] * m.shape[-2] else cv2.INTER_LINEAR
-        flat = m.reshape(-1, *m.shape[-2:])
-        out = np.stack([cv2.resize(x, (W, H), interpolation=interp) for x in flat])
-        updates[name] = out.reshape(*m.shape[:-2], H, W)
     return replace(result, **updates) if updates else result

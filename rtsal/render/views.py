@@ -1,7 +1,9 @@
 """Views: small annotators that draw one image's explanation over (or beside) the RGB frame.
 
 Each view has its configuration in ``__init__`` and one ``annotate(image, result, i) -> image`` taking and
-returning RGB uint8 (H, W, 3); ``i`` picks the image of the batch in ``result``.
+returning RGB uint8 (H, W, 3); ``i`` picks the image of the batch in ``result``. The result's maps may have
+any size (the engine's model resolution, as the render stage hands them over): each view resizes what it
+draws to the frame or tile, in uint8 where it can (:func:`rtsal.render.colormap.colorize`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rtsal.render.colormap import colorize, to_numpy_map
+from rtsal.render.colormap import colorize, fit, to_numpy_map
 from rtsal.types import SaliencyResult
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -69,7 +71,7 @@ class OverlayView:
     alpha: float = 0.5
 
     def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
-        return blend(image, colorize(result.saliency[i], self.cmap), self.alpha)
+        return blend(image, colorize(result.saliency[i], self.cmap, image.shape[:2]), self.alpha)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class MapView:
     alpha: float = 0.5
 
     def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
-        return colorize(result.saliency[i], self.cmap)
+        return colorize(result.saliency[i], self.cmap, image.shape[:2])
 
 
 @dataclass
@@ -98,8 +100,8 @@ class LoviView:
         from rtsal.engine.saliency.lovi import lovi
 
         bgr = to_numpy_map(lovi(torch.as_tensor(np.ascontiguousarray(result.scales[i]))))
-        rgb = (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
-        return blend(image, rgb, self.alpha)
+        rgb = (bgr[..., ::-1] * 255.0 + 0.5).astype(np.uint8)  # at the maps' size, then resized
+        return blend(image, fit(np.ascontiguousarray(rgb), image.shape[:2]), self.alpha)
 
 
 @dataclass
@@ -110,7 +112,7 @@ class SideView:
     alpha: float = 0.5
 
     def annotate(self, image: np.ndarray, result: SaliencyResult, i: int = 0) -> np.ndarray:
-        color = colorize(result.saliency[i], self.cmap)
+        color = colorize(result.saliency[i], self.cmap, image.shape[:2])
         return np.concatenate([image, color, blend(image, color, self.alpha)], axis=1)
 
 
@@ -140,9 +142,7 @@ class LayersView:
         scale = max(0.35, min(0.6, tw / 500))
         for k, (label, m) in enumerate(tiles):
             r, c = divmod(k, cols)
-            tile = blend(
-                small, cv2.resize(colorize(m, self.cmap), (tw, th), interpolation=cv2.INTER_AREA), self.alpha
-            )
+            tile = blend(small, colorize(m, self.cmap, (th, tw)), self.alpha)
             put_label(tile, label, (2, 2), scale)
             grid[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
         return grid
