@@ -104,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     if first.engine != "compiled":
         print(f"the graph did not build: {first.engine}", file=sys.stderr)
         return 1
-    engine = ex._compiled
-    shape = (1, 3, h, w, h, w)
-    package = engine.cache.lookup(engine.spec(shape))
+    engine = ex._compiled  # the ServedBackend
+    shape = (1, 3, h, w)
+    backend = engine._built[shape]  # the CompiledBackend
+    package = backend.cache.lookup(backend.key)
     loaders = {"torch aoti_load_package (1 runner)": torch_loader(package),
-               f"rtsal ParallelRunner ({engine.runners} runners)": load_package(package, engine.runners)}
+               f"rtsal ParallelRunner ({backend.runners} runners)": load_package(package, backend.runners)}
     rows = []
     for name, run in loaders.items():
-        engine._graphs[shape] = run
+        backend._run = run  # the loader under comparison
         for streams, threads in ((1, 1), (2, 1), (1, 2)):
             r = rate(ex, x, streams, threads, a.calls)
             r["loader"] = name

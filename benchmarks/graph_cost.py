@@ -142,7 +142,7 @@ def compiled_calls(ex: Explainer, x: Tensor, folder: Path, threads: int) -> tupl
     threads of its first call)."""
     import torch._inductor.config as inductor_config
 
-    from rtsal.engine.compiled import make_graph
+    from rtsal.engine.backends.common import graph_of
     from rtsal.engine.graph import build_package, clean_copy, load_package
 
     inductor_config.freezing = True
@@ -156,7 +156,8 @@ def compiled_calls(ex: Explainer, x: Tensor, folder: Path, threads: int) -> tupl
 
     path = folder / f"rtsal-graph-{threads}threads.pt2"
     if not path.exists():
-        graph = make_graph(ex, clean_copy(ex.model).to(memory_format=torch.channels_last))
+        model = clean_copy(ex.model).to(memory_format=torch.channels_last)
+        graph = graph_of(ex.spec.for_input(tuple(x.shape)), model, "compiled")
         try:
             build_package(graph, xl, path, threads=threads)
         finally:

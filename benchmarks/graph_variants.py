@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rtsal.engine.compiled import make_graph  # noqa: E402
+from rtsal.engine.backends.common import graph_of  # noqa: E402
 from rtsal.engine.explainer import Explainer  # noqa: E402
 from rtsal.engine.graph import ExplainGraph, ParallelRunner, build_configs, build_package, clean_copy  # noqa: E402
 from rtsal.engine.saliency.smoe import smoe_scale  # noqa: E402
@@ -56,7 +56,7 @@ def build(ex: Explainer, kind: str, x: torch.Tensor, path: Path) -> float:
             ep = torch.export.export(model, (x,), strict=False)
         aoti_compile_and_package(ep, package_path=str(path), inductor_configs=build_configs())
     else:
-        graph = make_graph(ex, clean_copy(ex.model))
+        graph = graph_of(ex.spec.for_input(tuple(x.shape)), clean_copy(ex.model), "compiled")
         if kind == "log2":
             graph.statistic = smoe_scale
         if kind == "nomaps":

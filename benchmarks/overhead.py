@@ -162,7 +162,7 @@ def measure(name: str, iters: int, compile: bool, method: str, cache: Path) -> d
             cold_first_compiled_s=t2 - t1 if src != "cache" else None,
             build_s=cx._compiled.build_seconds[key],
         )
-        from rtsal.engine.compiled import weights_hash
+        from rtsal.engine.spec import weights_hash
 
         # the plain package is the benchmark's own (not an rtsal cache entry); kept between runs
         folder = (Path(tempfile.gettempdir()) / "rtsal-bench-plain-v2"

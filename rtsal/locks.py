@@ -1,8 +1,9 @@
 """A readers-writer lock (torch-free): many threads share a resource, or one holds it alone.
 
 Used where a model is shared: the engine's eager forward passes share the model while an in-process
-``torch.export`` trace holds it alone (:class:`rtsal.engine.compiled.CompiledEngine`), and the frame layer's
-engine-method calls share it while a comparison method owns it (:class:`rtsal.frame.infer.FrameExplainer`).
+``torch.export`` trace holds it alone (:class:`rtsal.engine.backends.served.ServedBackend`), and the frame
+layer's engine-method calls share it while a comparison method owns it
+(:class:`rtsal.frame.infer.FrameExplainer`).
 """
 
 from __future__ import annotations

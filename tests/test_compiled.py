@@ -22,7 +22,8 @@ from helpers import all_photos, hook_count, maps_agree, photo
 from torch import nn
 
 from rtsal.cli import main
-from rtsal.engine import compiled as compiled_mod
+from rtsal.engine.backends import compiled as compiled_mod
+from rtsal.engine.backends.compiled import cache_key
 from rtsal.engine.cache import Cache, CacheError, spec_key
 from rtsal.engine.explainer import Explainer
 from rtsal.engine.saliency.smoe import smoe_scale, smoe_scale_fastlog
@@ -163,7 +164,7 @@ def test_background_serves_eager_then_switches_in_order(pair, cache_dir):
 @pytest.mark.slow
 def test_corrupt_foreign_or_other_torch_entries_are_not_loaded(pair, cache_dir, tmp_path, monkeypatch):
     comp, _ = pair
-    spec = comp._compiled.spec(KEY)
+    spec = cache_key(comp.spec.for_input(KEY))
     good = Cache(cache_dir)
     package, record = good.paths(spec_key(spec))
     assert good.lookup(spec) == package
@@ -259,7 +260,11 @@ def test_cache_command_lists_and_clears(pair, cache_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_hooks_gone_after_close(pair):
     comp, _ = pair
-    graph = comp._compiled.graph_module()  # the build copy carries the graph's hooks, not the engine's
+    from rtsal.engine.backends.common import graph_of
+    from rtsal.engine.graph import clean_copy
+
+    # the build copy carries the graph's hooks, not the engine's
+    graph = graph_of(comp.spec.for_input(KEY), clean_copy(comp.model), "compiled")
     try:
         own = {h.id for h in comp._recorder._handles}
         copied = {k for m in graph.model.modules() for k in (*m._forward_hooks, *m._forward_pre_hooks)}

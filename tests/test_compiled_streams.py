@@ -153,7 +153,7 @@ def detached(cache_dir):
     import io
 
     ex = _explainer(cache_dir, "background")
-    procs = ex._compiled._procs
+    procs = ex._compiled.context.procs
     try:
         image = np.zeros((*SIZE, 3), np.uint8)
         assert ex.explain(image, size="model").engine == "eager (compiling)"
@@ -162,7 +162,9 @@ def detached(cache_dir):
             assert time.monotonic() < deadline, "no child build started"
             time.sleep(0.05)
         assert procs[0].poll() is None, "the child ended before the run closed"
-        key = spec_key(ex._compiled.spec((1, 3, *SIZE)))
+        from rtsal.engine.backends.compiled import cache_key
+
+        key = spec_key(cache_key(ex.spec.for_input((1, 3, *SIZE))))
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             ex.close()
@@ -210,7 +212,7 @@ def test_two_threads_on_one_compiled_explainer_match_serial_calls(detached, cach
     try:
         serial = [ex.explain(img, size="model") for img in images]
         assert all(r.engine == "compiled" for r in serial)
-        run = ex._compiled._graphs[(1, 3, *SIZE)]
+        run = ex._compiled._built[(1, 3, *SIZE)]  # the CompiledBackend
         assert isinstance(run.runner, ParallelRunner) and run.runner.runners >= 2
         out: dict[int, list] = {0: [], 1: []}
         errors: list[BaseException] = []
@@ -249,7 +251,7 @@ def test_two_threads_on_one_compiled_explainer_match_serial_calls(detached, cach
             for _ in range(100):
                 if run.runner.peak >= 2:
                     return
-                run(x, tgt)
+                run.run(x, tgt)
 
         if run.runner.peak < 2:
             ts = [threading.Thread(target=more) for _ in range(2)]
@@ -261,7 +263,7 @@ def test_two_threads_on_one_compiled_explainer_match_serial_calls(detached, cach
     finally:
         ex.close()
     with pytest.raises(RuntimeError, match="closed"):
-        run(torch.zeros(1, 3, *SIZE), torch.full((1,), -1, dtype=torch.long))
+        run.run(torch.zeros(1, 3, *SIZE), torch.full((1,), -1, dtype=torch.long))
 
 
 @pytest.mark.slow

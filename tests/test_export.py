@@ -66,13 +66,13 @@ def resnet18_onnx(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def mnv3_onnx(tmp_path_factory) -> tuple[Path, Path]:
-    """MobileNetV3-Small has no pool -> linear head (its CAM needs the head gradient): SMOE only."""
+    """MobileNetV3-Small has no pool -> linear head: its CAM comes from the head's traced gradient, inside
+    the graph (batch 1: the trace holds one batch size)."""
     import rtsal
 
     folder = tmp_path_factory.mktemp("mnv3")
     weights = seeded_weights(folder, "mobilenet_v3_small")
-    out = rtsal.export("mobilenet_v3_small", folder / "m.onnx", weights=weights, method="smoe", size=SIZE,
-                       dynamic_batch=True)
+    out = rtsal.export("mobilenet_v3_small", folder / "m.onnx", weights=weights, size=SIZE)
     return out, weights
 
 
@@ -119,33 +119,34 @@ def test_resnet18_agrees_with_the_engine(resnet18_onnx, n):
 
 
 @pytest.mark.slow
-def test_head_gradient_model_exports_smoe_and_agrees(mnv3_onnx):
+def test_head_gradient_model_exports_its_cam_and_agrees(mnv3_onnx):
     from rtsal.deploy.runtime import OrtExplainer
     from rtsal.engine.explainer import Explainer
-    from rtsal.errors import UsageError
 
     path, weights = mnv3_onnx
-    with Explainer("mobilenet_v3_small", weights=weights, size=SIZE, method="smoe") as ex, \
-            OrtExplainer(path, method="smoe") as ort:
-        assert not ex.closed_form
-        for n in (1, 3):
+    with Explainer("mobilenet_v3_small", weights=weights, size=SIZE) as ex, OrtExplainer(path) as ort:
+        assert not ex.closed_form and ort.spec.head == "gradient"
+        for n in (1, 3):  # a batch of 3 runs one image at a time through the batch-1 file
             x = batch(ex, n)
-            got = ort.explain(x)
-            assert_agree(got, ex.explain(x), maps=("saliency", "scales", "smoe"))
-    assert got.cam is None and got.fused is None
-    with pytest.raises(UsageError, match="SMOE maps only"):
-        OrtExplainer(path, method="fastcam")
+            assert_agree(ort.explain(x), ex.explain(x))
 
 
 @pytest.mark.slow
 def test_metadata_and_outputs(lite0_onnx):
     import onnx
 
+    from rtsal.engine.explainer import Explainer
+    from rtsal.engine.spec import FastCAMSpec
+
     model = onnx.load(str(lite0_onnx))
     meta = {p.key: p.value for p in model.metadata_props}
-    settings = json.loads(meta["rtsal.settings"])
-    assert settings["model"] == "efficientnet-lite0" and settings["size"] == list(SIZE)
-    assert settings["method"] == "fastcam" and settings["norm"] == "gauss" and settings["dynamic_batch"]
+    spec = FastCAMSpec.from_json(meta["rtsal.spec"])  # what the graph computes: the spec, as JSON
+    assert spec.model == "efficientnet-lite0" and spec.size == SIZE and spec.batch == 1
+    assert spec.method == "fastcam" and spec.norm == "gauss" and spec.head == "linear"
+    with Explainer("efficientnet-lite0", size=SIZE, channels_last=False) as ex:
+        assert spec == ex.spec.for_input((1, 3, *SIZE))  # the same weights hash, layers and settings
+    settings = json.loads(meta["rtsal.settings"])  # how it was exported
+    assert settings["dynamic_batch"] and settings["input"] == "float" and settings["target"] == "top-1"
     assert json.loads(meta["rtsal.mean"]) == [0.5, 0.5, 0.5]
     assert len(json.loads(meta["rtsal.class_names"])) == 1000
     assert json.loads(meta["rtsal.layers"])[0] == "_blocks.0"
@@ -238,6 +239,42 @@ def test_uint8_input_export_resizes_and_normalises_inside(tmp_path):
         assert float(corr) > 0.95
 
 
+def test_exported_maps_are_the_assembler_over_the_backend_outputs(tmp_path):
+    """One graph: the file's outputs equal ``result.assemble`` over the onnxruntime backend's graph outputs,
+    the backend built from the spec read back from the file's metadata."""
+    import onnxruntime as ort
+
+    import rtsal
+    from rtsal.deploy.graph import OUTPUTS
+    from rtsal.deploy.runtime import read_metadata
+    from rtsal.engine.backends.onnxruntime import OnnxRuntimeBackend
+    from rtsal.engine.result import MAP_OF_METHOD, assemble
+    from rtsal.engine.spec import FastCAMSpec
+
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    path = rtsal.export(model, tmp_path / "small.onnx", size=(64, 96), method="nonclass",
+                        layer_weights=[1, 2, 3])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = read_metadata(session)
+    spec = FastCAMSpec.from_json(meta["spec"])
+    assert spec.shape == (1, 3, 64, 96) and spec.method == "nonclass" and spec.layer_weights == (1, 2, 3)
+    assert [o.name for o in session.get_outputs()] == list(OUTPUTS)
+    backend = OnnxRuntimeBackend(spec, model, cache_dir=tmp_path / "cache")
+    weights = torch.tensor(spec.layer_weights) / sum(spec.layer_weights)
+    for seed in range(3):
+        x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(seed))
+        got = dict(zip(OUTPUTS, session.run(None, {"images": x.numpy()}), strict=True))
+        out = backend.run(x, torch.full((1,), -1, dtype=torch.long))
+        ref = assemble(spec.method, out.logits, out.target, out.cam_small, out.maps, spec.size, weights,
+                       meta["class_names"], spec.topk, tuple(meta["layers"]))
+        assert MAP_OF_METHOD["nonclass"] == "nonclass" and torch.equal(ref.saliency, ref.nonclass)
+        for name in OUTPUTS:
+            torch.testing.assert_close(torch.from_numpy(got[name]), getattr(ref, name), rtol=1e-4, atol=2e-5,
+                                       msg=name)
+    backend.close()
+
+
 # -- bad input: one line, nothing at the output path ---------------------------------------------------------
 def one_line_error(capsys, rc: int, code: int, message: str) -> None:
     err = capsys.readouterr().err.strip()
@@ -297,9 +334,10 @@ def test_untraceable_model_is_one_line_and_leaves_nothing(tmp_path):
     nothing_left(tmp_path)
 
 
-def test_fastcam_on_a_head_gradient_model_says_export_smoe(tmp_path, capsys):
-    rc = main(["export", "mobilenet_v3_small", "--weights", "none", "-o", str(tmp_path / "m.onnx")])
-    one_line_error(capsys, rc, 2, "--method smoe")
+def test_dynamic_batch_of_a_head_gradient_model_is_one_line(tmp_path, capsys):
+    rc = main(["export", "mobilenet_v3_small", "--weights", "none", "--dynamic-batch", "-o",
+               str(tmp_path / "m.onnx")])
+    one_line_error(capsys, rc, 2, "leave out --dynamic-batch")
     nothing_left(tmp_path)
 
 

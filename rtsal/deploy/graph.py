@@ -1,9 +1,12 @@
-"""The exportable graph: one ``nn.Module`` whose forward runs the classifier and computes every map.
+"""What ``rtsal export --format onnx`` traces: the one graph of a spec with the host assembly inside it.
 
-The scale-end activations come from the engine's :class:`~rtsal.engine.hooks.ActivationRecorder` (forward
-hooks run while the exporter traces, so they are part of the graph); the maps from the engine's pure tensor
-functions (channel statistic, normalisation, closed-form CAM of a GAP -> linear head). Upsampling uses
-``F.interpolate`` (bilinear, align_corners=False), the operator the engine's OpenCV resize matches.
+:class:`ExportGraph` wraps the :class:`~rtsal.engine.graph.ExplainGraph` that every backend runs
+(:func:`rtsal.engine.backends.common.graph_of`) and does in-graph what
+:func:`rtsal.engine.result.assemble` does on the host, by calling the same function
+(:func:`rtsal.engine.result.assemble_maps`) with a traceable resize (``F.interpolate``, bilinear,
+align_corners=False, the sampling of the host's OpenCV resize): upsampling to the model input's size, the
+weighted combination, the CAM's range norm, FastCAM and the non-class map. Which map ``saliency`` is comes
+from :data:`rtsal.engine.result.MAP_OF_METHOD`. A file that any ONNX runtime can use without rtsal.
 """
 
 from __future__ import annotations
@@ -14,82 +17,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtsal.engine.hooks import ActivationRecorder
-from rtsal.engine.saliency.cam import cam_from_linear_head
-from rtsal.engine.saliency.combine import combine_maps, resize_bilinear
-from rtsal.engine.saliency.fastcam import fastcam_maps, scale_maps
-from rtsal.engine.saliency.norm import NORMS
-from rtsal.engine.saliency.smoe import STATISTICS
-from rtsal.types import LayerInfo
+from rtsal.engine.graph import ExplainGraph
+from rtsal.engine.result import MAP_FIELDS, MAP_OF_METHOD, assemble_maps
+from rtsal.engine.saliency.combine import resize_bilinear
+from rtsal.engine.spec import FastCAMSpec
 
-__all__ = ["ALL_OUTPUTS", "SMOE_OUTPUTS", "SaliencyGraph", "UInt8Input"]
+__all__ = ["OUTPUTS", "ExportGraph", "UInt8Input"]
 
-# output names, in order; models without a closed-form CAM export the SMOE ones only
-ALL_OUTPUTS = ("logits", "saliency", "scales", "smoe", "cam", "fused", "nonclass")
-SMOE_OUTPUTS = ("logits", "saliency", "scales", "smoe")
+# the exported file's output names, in order
+OUTPUTS = ("logits", "saliency", *MAP_FIELDS)
 
 
-class SaliencyGraph(nn.Module):
-    """``forward(x)``: a normalised batch (N, 3, H, W) -> logits (N, classes) and the maps at (H, W).
+class ExportGraph(nn.Module):
+    """``forward(images)``: a normalised batch (N, 3, h, w) -> the outputs named by :data:`OUTPUTS`:
+    ``logits`` (N, classes), ``saliency`` (the spec's method's map), ``scales`` (N, L, h, w), ``smoe``,
+    ``cam``, ``fused``, ``nonclass`` (N, h, w), every map in [0, 1] at the model input's size, the CAM for
+    the top-1 class. ``graph``: :func:`~rtsal.engine.backends.common.graph_of` of ``spec``."""
 
-    Returns a tuple in the order of :attr:`outputs`: ``logits``, ``saliency`` (the chosen method's map),
-    ``scales`` (N, L, H, W), ``smoe`` (N, H, W) and, when ``head_weight`` is given (a GAP -> linear head),
-    ``cam``, ``fused`` (SMOE x CAM) and ``nonclass`` (SMOE x (1 - CAM)), each (N, H, W) in [0, 1]. The CAM
-    explains the top-1 class. Only traceable while ``recorder`` (an entered recorder of ``layers`` on
-    ``model``) is open. ``relu[l]``: apply ReLU before the statistic at scale ``l``; ``cam_relu``: before the
-    CAM (the last scale-end tensor can be negative), as the engine does.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        recorder: ActivationRecorder,
-        relu: Sequence[bool],
-        cam_relu: bool,
-        weights: Sequence[float],
-        statistic: str,
-        norm: str,
-        method: str,
-        cam: str = "gradcampp",
-        head_weight: Tensor | None = None,
-    ) -> None:
+    def __init__(self, graph: ExplainGraph, spec: FastCAMSpec) -> None:
         super().__init__()
-        self.model = model
-        self._recorder = recorder
-        self.relu = tuple(bool(r) for r in relu)
-        self.cam_relu = bool(cam_relu)
-        w = torch.tensor(list(weights), dtype=torch.float32)
-        self.register_buffer("weights", w / w.sum())
-        self.statistic = STATISTICS[statistic]
-        self.norm = NORMS[norm]
-        self.cam_name = cam
-        self.closed_form = head_weight is not None
-        if head_weight is not None:
-            self.register_buffer("head_weight", head_weight.detach().clone().float())
-        self.outputs = ALL_OUTPUTS if self.closed_form else SMOE_OUTPUTS
-        self.method = method
-        pick = {"fastcam": "fused", "smoe": "smoe", "nonclass": "nonclass", "gradcam": "cam",
-                "gradcampp": "cam"}
-        self._pick = pick[method]
-        if self._pick not in self.outputs:
-            raise ValueError(f"method {method!r} needs a closed-form CAM; this graph has SMOE maps only")
+        self.inner = graph  # not "graph": the exporter's FX module has an attribute of that name
+        w = torch.tensor(spec.layer_weights, dtype=torch.float32)
+        self.register_buffer("weights", w / w.sum(), persistent=False)
+        self.pick = MAP_OF_METHOD[spec.method]
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         size = (int(x.shape[2]), int(x.shape[3]))
-        logits = self.model(x)
-        acts = self._recorder.pop()
-        out: dict[str, Tensor] = {"logits": logits}
-        if self.closed_form:
-            a = torch.relu(acts[-1]) if self.cam_relu else acts[-1]
-            cam_small = cam_from_linear_head(a, self.head_weight, logits.argmax(dim=1), self.cam_name)
-            m = fastcam_maps(acts, self.relu, cam_small, size, self.weights, self.statistic, self.norm,
-                             resize=resize_bilinear)
-            out.update(scales=m.scales, smoe=m.smoe, cam=m.cam, fused=m.fused, nonclass=m.nonclass)
-        else:
-            maps = scale_maps(acts, self.relu, self.statistic, self.norm)
-            out["smoe"], out["scales"] = combine_maps(maps, size, self.weights, resize_bilinear)
-        out["saliency"] = out[self._pick]
-        return tuple(out[name] for name in self.outputs)
+        top1 = torch.full_like(x[:, 0, 0, 0], -1, dtype=torch.long)  # (N,) -1: explain the top-1 class
+        logits, _, _, _, cam_small, *maps = self.inner(x, top1)
+        named = {"logits": logits, **assemble_maps(maps, cam_small, size, self.weights, resize_bilinear)}
+        named["saliency"] = named[self.pick]
+        return tuple(named[name] for name in OUTPUTS)
 
 
 class UInt8Input(nn.Module):
@@ -114,8 +72,3 @@ class UInt8Input(nn.Module):
         if tuple(x.shape[2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return self.inner(x * self.scale - self.shift)
-
-
-def layer_names(layers: Sequence[LayerInfo]) -> tuple[str, ...]:
-    """``NAME`` or ``NAME#CALL`` for each layer, as the engine's results name them."""
-    return tuple(i.label for i in layers)

@@ -1,7 +1,9 @@
-"""``export``: a classifier and its FastCAM maps as one ONNX graph, rtsal's settings in the metadata.
+"""``export``: a classifier and its FastCAM maps as one ONNX graph, its FastCAMSpec in the metadata.
 
-The graph is traced by ``torch.onnx.export``, first with the dynamo exporter (``torch.export``), then, if
-that cannot trace the model, with the TorchScript exporter. The file is written atomically
+The graph is the one every backend runs (:func:`rtsal.engine.backends.common.graph_of`) with the host
+assembly done inside (:class:`rtsal.deploy.graph.ExportGraph`). It is traced by ``torch.onnx.export``,
+first with the dynamo exporter (``torch.export``), then, if that cannot trace the model, with the
+TorchScript exporter. The file is written atomically
 (``rtsal.outputs``): the output path holds the old file or the complete new one, never a partial one.
 """
 
@@ -62,12 +64,13 @@ def export(
 
     The graph's input ``images`` is the normalised batch (N, 3, H, W) float32, ``size`` = (H, W); with
     ``uint8_input`` it is RGB uint8 frames (N, FH, FW, 3), ``frame_size`` = (FH, FW) (default ``size``),
-    resized and normalised inside. Outputs: ``logits`` (N, classes), ``saliency`` (the ``method``'s map),
-    ``scales`` (N, L, H, W), ``smoe``, and for models with a global-average-pool -> linear head ``cam``,
-    ``fused`` and ``nonclass``, every map (N, H, W) in [0, 1] at model resolution, the CAM for the top-1
-    class. Models whose CAM needs the head gradient export the SMOE outputs only (``method="smoe"``).
-    The class names, mean/std, layer names and settings are stored in the metadata (keys ``rtsal.*``).
-    N is 1, or any with ``dynamic_batch``.
+    resized and normalised inside. Outputs (:data:`rtsal.deploy.graph.OUTPUTS`): ``logits`` (N, classes),
+    ``saliency`` (the ``method``'s map), ``scales`` (N, L, H, W), ``smoe``, ``cam``, ``fused`` and
+    ``nonclass``, every map (N, H, W) in [0, 1] at model resolution, the CAM for the top-1 class (from the
+    linear head in closed form, or from the head's traced gradient for other heads). The
+    :class:`~rtsal.engine.spec.FastCAMSpec` (``rtsal.spec``), the export's own settings, the class names,
+    mean/std and layer names are stored in the metadata (keys ``rtsal.*``). N is 1, or any with
+    ``dynamic_batch`` (closed-form heads only: a head gradient is traced for one batch size).
 
     Examples:
         >>> import rtsal  # doctest: +SKIP
@@ -100,40 +103,37 @@ def export(
 
 
 def export_bytes(model: str | nn.Module, **options: Any) -> bytes:
-    """The serialised ONNX model of :func:`export` (same keyword options, no output path)."""
+    """The serialised ONNX model of :func:`export` (same keyword options, no output path): the spec's graph
+    (:func:`~rtsal.engine.backends.common.graph_of`) with the host assembly inside
+    (:class:`~rtsal.deploy.graph.ExportGraph`)."""
     import torch
 
-    from rtsal.deploy.graph import SaliencyGraph, UInt8Input, layer_names
+    from rtsal.deploy.graph import OUTPUTS, ExportGraph, UInt8Input
+    from rtsal.engine.backends.common import graph_of
     from rtsal.engine.explainer import Explainer
-    from rtsal.engine.hooks import ActivationRecorder
-    from rtsal.engine.saliency.smoe import NEEDS_RELU
+    from rtsal.engine.graph import HeadError, clean_copy
 
     __version__ = _rtsal_version()
 
     size = options["size"]
-    method, statistic = options["method"], options["statistic"]
-    with Explainer(model, weights=options["weights"], method=method, cam=options["cam"], norm=options["norm"],
-                   layer_weights=options["layer_weights"], statistic=statistic, layers=options["layers"],
-                   size=size, channels_last=False, mean=options["mean"], std=options["std"],
-                   class_names=options["class_names"]) as ex:
-        info = dict(name=ex.name, layers=ex.layers, closed_form=ex.closed_form, weights=list(ex.weights),
-                    mean=list(ex.mean), std=list(ex.std), class_names=list(ex.class_names),
-                    cam=ex.cam_name, head=ex.info.linear_head)
-        module = ex.model
-    if not info["closed_form"] and method != "smoe":
-        raise UsageError(
-            f"{info['name']} has no global-average-pool -> linear head, so its CAM needs the head gradient, "
-            f"which an ONNX graph cannot hold: export it with --method smoe"
-        )
-    relu = [i.relu and NEEDS_RELU[statistic] for i in info["layers"]]
-    head_weight = dict(module.named_modules())[info["head"]].weight if info["closed_form"] else None
-    module.eval()
-    with ActivationRecorder(module, info["layers"]) as recorder:
-        net: torch.nn.Module = SaliencyGraph(module, recorder, relu, info["layers"][-1].relu, info["weights"],
-                                             statistic, options["norm"], method, info["cam"], head_weight)
-        outputs = net.outputs
+    settings = {k: options[k] for k in ("weights", "method", "cam", "norm", "layer_weights", "statistic",
+                                        "layers", "mean", "std", "class_names")}
+    with Explainer(model, **settings, size=size, channels_last=False) as ex:
+        spec = ex.spec.for_input((1, 3, *size))
+        if spec.head == "gradient" and options["dynamic_batch"]:
+            raise UsageError(f"{ex.name} has no global-average-pool -> linear head: its CAM comes from the "
+                             f"head's gradient, traced for one batch size, so leave out --dynamic-batch")
+        mean, std, class_names = list(ex.mean), list(ex.std), list(ex.class_names)
+        layers = [i.label for i in ex.layers]
+        module = clean_copy(ex.model).eval()
+    try:
+        graph = graph_of(spec, module, "onnxruntime")
+    except HeadError as exc:
+        raise ModelError(f"the CAM of {spec.model} cannot be exported: {_first_line(exc)}") from None
+    try:
+        net: torch.nn.Module = ExportGraph(graph, spec)
         if options["uint8_input"]:
-            net = UInt8Input(net, info["mean"], info["std"], size)
+            net = UInt8Input(net, mean, std, size)
             fh, fw = options["frame_size"] or size
             example = torch.randint(0, 256, (1, fh, fw, 3), dtype=torch.uint8)
         else:
@@ -144,30 +144,26 @@ def export_bytes(model: str | nn.Module, **options: Any) -> bytes:
                 net(example)
         except Exception as exc:
             raise ModelError(
-                f"{info['name']} does not run at {size[0]}x{size[1]}: {_first_line(exc)}"
+                f"{spec.model} does not run at {size[0]}x{size[1]}: {_first_line(exc)}"
             ) from None
-        proto = _trace(net, example, outputs, options["dynamic_batch"], options["opset"])
-    settings = {
+        proto = _trace(net, example, OUTPUTS, options["dynamic_batch"], options["opset"])
+    finally:
+        graph.close()
+    exported = {  # how the file was exported; what it computes is the spec
         "rtsal_version": __version__,
-        "model": info["name"],
-        "method": method,
-        "cam": info["cam"],
-        "norm": options["norm"],
-        "statistic": statistic,
-        "layer_weights": info["weights"],
-        "size": list(size),
         "input": "uint8" if options["uint8_input"] else "float",
         "frame_size": list(options["frame_size"] or size) if options["uint8_input"] else None,
         "dynamic_batch": bool(options["dynamic_batch"]),
         "target": "top-1",
-        "outputs": list(outputs),
+        "outputs": list(OUTPUTS),
     }
     meta = {
-        "settings": json.dumps(settings),
-        "class_names": json.dumps(info["class_names"]),
-        "mean": json.dumps(info["mean"]),
-        "std": json.dumps(info["std"]),
-        "layers": json.dumps(list(layer_names(info["layers"]))),
+        "spec": spec.to_json(),
+        "settings": json.dumps(exported),
+        "class_names": json.dumps(class_names),
+        "mean": json.dumps(mean),
+        "std": json.dumps(std),
+        "layers": json.dumps(layers),
     }
     del proto.metadata_props[:]
     for key, value in meta.items():

@@ -2,7 +2,9 @@
 
 ``explain(images, target=None) -> SaliencyResult`` with the same preprocessing, top-k labels and maps
 upsampled to the images' size as :class:`rtsal.engine.explainer.Explainer`, so the commands' views, HUD and
-CSV work unchanged. The graph computes the maps at model resolution and explains the top-1 class.
+CSV work unchanged. The file (:mod:`rtsal.deploy.onnx`) computes the maps at model resolution and explains
+the top-1 class; its :class:`~rtsal.engine.spec.FastCAMSpec` (metadata ``rtsal.spec``) says what it
+computes, and :data:`~rtsal.engine.result.MAP_OF_METHOD` which map each method returns.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rtsal.deploy.onnx import META_PREFIX, require_onnx
 from rtsal.engine.preprocess import Preprocess, as_image_batch
 from rtsal.engine.result import MAP_OF_METHOD as _MAP_OF_METHOD
 from rtsal.engine.saliency.combine import upsample
+from rtsal.engine.spec import FastCAMSpec
 from rtsal.errors import ModelError, UsageError
 from rtsal.types import SaliencyResult, TopK
 
@@ -29,8 +32,8 @@ __all__ = ["OrtExplainer", "read_metadata"]
 
 
 def read_metadata(session: Any) -> dict[str, Any]:
-    """The ``rtsal.*`` metadata of an ONNX Runtime session, JSON-decoded: settings, class_names, mean, std,
-    layers. Raises ModelError for a file rtsal did not write."""
+    """The ``rtsal.*`` metadata of an ONNX Runtime session, JSON-decoded: spec, settings, class_names, mean,
+    std, layers. Raises ModelError for a file rtsal did not write."""
     props = session.get_modelmeta().custom_metadata_map
     try:
         return {k.removeprefix(META_PREFIX): json.loads(v)
@@ -66,14 +69,22 @@ class OrtExplainer:
         meta = read_metadata(self._session)
         if "settings" not in meta:
             raise ModelError(f"{path} is not an rtsal export (no rtsal metadata): use `rtsal export`")
+        if "spec" not in meta:
+            raise ModelError(f"{path} was exported by an older rtsal (no FastCAMSpec): export it again")
+        try:
+            self.spec = FastCAMSpec.from_json(meta["spec"])
+        except ValueError as exc:
+            raise ModelError(f"the rtsal metadata of {path} is not a FastCAMSpec: {exc}") from None
+        if self.spec.size is None:
+            raise ModelError(f"the FastCAMSpec of {path} holds no input size")
         self.path = os.fspath(path)
         self.settings: dict[str, Any] = meta["settings"]
         self.class_names: tuple[str, ...] = tuple(meta["class_names"])
         self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
         self.layer_names: tuple[str, ...] = tuple(meta["layers"])
-        self.name = str(self.settings["model"])
+        self.name = self.spec.model
         self.outputs = tuple(o.name for o in self._session.get_outputs())
-        self.method = method or self.settings["method"]
+        self.method = method or self.spec.method
         if self.method not in _MAP_OF_METHOD:
             raise UsageError(f"method {self.method!r} is not in an ONNX export: use one of "
                              f"{', '.join(m for m, o in _MAP_OF_METHOD.items() if o in self.outputs)}")
@@ -82,7 +93,7 @@ class OrtExplainer:
                              f"head gradient): use --method smoe")
         self.closed_form = "cam" in self.outputs
         self.topk = max(1, min(int(topk), len(self.class_names)))
-        self.size = (int(self.settings["size"][0]), int(self.settings["size"][1]))
+        self.size = (int(self.spec.size[0]), int(self.spec.size[1]))
         self.uint8 = self.settings.get("input") == "uint8"
         self.frame_size = tuple(self.settings["frame_size"]) if self.uint8 else self.size
         inp = self._session.get_inputs()[0]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property, partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,11 +21,14 @@ from rtsal.engine.saliency.cam import CAMS, cam_from_linear_head
 from rtsal.engine.saliency.fastcam import scale_maps
 from rtsal.engine.saliency.norm import NORMS
 from rtsal.engine.saliency.smoe import NEEDS_RELU, STATISTICS
-from rtsal.engine.spec import FastCAMSpec
+from rtsal.engine.spec import FastCAMSpec, weights_hash
 from rtsal.errors import UsageError
 from rtsal.models import LoadedModel, imagenet_classes, load_model
 from rtsal.names import ENGINE_METHODS
 from rtsal.types import SaliencyResult
+
+if TYPE_CHECKING:
+    from rtsal.engine.graph import GraphOutput
 
 METHODS = ENGINE_METHODS
 
@@ -55,10 +59,11 @@ class Explainer:
         channels_last: run the model in channels-last memory format (faster convolutions and channel
             reductions on CPU).
         head_autograd: force the autograd-through-the-head CAM even when a closed form exists.
-        compile: run the compiled engine (forward pass and every map as one AOTInductor graph per input
-            shape, cached on disk; see ``rtsal.engine.compiled``). ``True`` builds or loads it on the first
-            call for a shape; ``"background"`` serves eagerly until it is ready. Falls back to the eager
-            engine, with one line on stderr, when it cannot be compiled. ``result.engine`` says which ran.
+        compile: run the compiled backend (forward pass and every map as one AOTInductor graph per input
+            shape, cached on disk; see ``rtsal.engine.backends.compiled``). ``True`` builds or loads it on
+            the first call for a shape; ``"background"`` serves eagerly until it is ready. Falls back to the
+            eager engine, with one line on stderr, when it cannot be compiled. ``result.engine`` says which
+            ran.
         cache_dir: the compiled-graph cache folder (default ``$RTSAL_CACHE_DIR``, else
             ``$XDG_CACHE_HOME/rtsal``).
         backend: which runtime runs the graph (see :mod:`rtsal.engine.backends`): ``torch`` (eager),
@@ -180,26 +185,17 @@ class Explainer:
             raise UsageError(f"--precision {precision} is offered by the openvino backend only (this run: "
                              f"{backend})")
         self.backend = backend
-        if backend in ("onnxruntime", "openvino"):
+        if backend != "torch":
             from rtsal.engine.backends.served import ServedBackend
 
-            mode = compile if compile in (True, "background") else True
-            self._compiled = ServedBackend(backend, self.spec, self._module, mode, cache_dir,
-                                           threads=threads, streams=streams)
-            compile = False
-        elif backend == "compiled" and not compile:
-            compile = True
-        elif backend == "torch":
-            compile = False
-        if compile:
-            from rtsal.engine.compiled import CompiledEngine, rebuild_args
+            options: dict[str, object] = {}
+            if backend == "compiled":
+                from rtsal.engine.backends.compiled import rebuild_args
 
-            rebuild = rebuild_args(
-                model, weights, method=method, cam=cam, norm=norm, layer_weights=layer_weights,
-                statistic=statistic, layers=layers, device=str(device), size=size, topk=topk,
-                channels_last=channels_last, head_autograd=head_autograd, mean=mean, std=std,
-            )
-            self._compiled = CompiledEngine(self, compile, cache_dir, rebuild)
+                options = {"device": str(self.device), "rebuild": rebuild_args(model, weights)}
+            mode = compile if compile in (True, "background") else True
+            self._compiled = ServedBackend(backend, self.spec, self._module, mode, cache_dir, threads=threads,
+                                           streams=streams, options=options)
 
     # -- lifetime -----------------------------------------------------------------------------------------
     def __enter__(self) -> Explainer:
@@ -218,8 +214,6 @@ class Explainer:
     @cached_property
     def spec(self) -> FastCAMSpec:
         """What this explainer's graph computes (built once; the cache key and the export metadata)."""
-        from rtsal.engine.compiled import weights_hash
-
         model = self._module
         return FastCAMSpec(
             model=self.name,
@@ -277,15 +271,12 @@ class Explainer:
         if self._compiled is not None and self._graph_cam(method) == self.cam_name:
             run = self._compiled.runner(x)
         if run is not None:
-            from rtsal.engine.compiled import explain_graph
-
             n = x.shape[0]
             tgt = None if target is None else resolve_targets(torch.empty(n, self.info.num_classes), target)
-            plain = getattr(self._compiled, "plain_ms", {}).get(tuple(x.shape))
+            plain = self._compiled.plain_ms.get(tuple(x.shape))
             if plain is not None:
                 timings["plain"] = plain  # this runtime's plain forward pass, timed after its build
-            return explain_graph(self, run, x, out_size, tgt, timings, t0, method or self.method,
-                                 engine=self.backend)
+            return self._explain_graph(run, x, out_size, tgt, timings, t0, method or self.method)
         if self._compiled is not None:
             with self._compiled.exclusive.hold():  # shared; a build in this process tracing holds it alone
                 logits, acts = self.forward(x)
@@ -299,6 +290,32 @@ class Explainer:
         timings["total"] = (t3 - t0) * 1e3
         engine = "eager" if self._compiled is None else self._compiled.label(x)
         return _with_timings(result, timings, engine)
+
+    def _explain_graph(
+        self,
+        run: Callable[[Tensor, Tensor], GraphOutput],
+        x: Tensor,
+        out_size: tuple[int, ...],
+        target: Tensor | None,
+        timings: dict[str, float],
+        t0: float,
+        method: str,
+    ) -> SaliencyResult:
+        """One call of the backend's graph, assembled into the result the eager engine returns.
+        ``target``: None (top-1) or (N,) classes already checked."""
+        tgt = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device) if target is None else target
+        t1 = _now(self.device)
+        out = run(x, tgt)
+        t2 = _now(self.device)
+        timings["forward"] = (t2 - t1) * 1e3
+        # ``method`` selects ``saliency`` for this call; its CAM is the graph's (explain checks)
+        result = assemble(method, out.logits, out.target, out.cam_small, out.maps, out_size, self._weights_t,
+                          self.class_names, self.topk, tuple(i.label for i in self.layers), timings,
+                          self.backend)
+        t3 = _now(self.device)
+        timings["saliency"] = (t3 - t2) * 1e3
+        timings["total"] = (t3 - t0) * 1e3
+        return result
 
     def _graph_cam(self, method: str | None) -> str:
         """The CAM a call with ``method`` needs (the compiled graph holds one)."""

@@ -3,9 +3,10 @@
 :class:`ExplainGraph` wraps a copy of the classifier whose scale-end outputs are recorded by its own
 :class:`~rtsal.engine.hooks.ActivationRecorder` (hooks run as plain Python while ``torch.export`` traces, so
 they end up inside the graph). Its forward returns logits, top-k probabilities and indices, the explained
-class, the raw CAM and the normalised per-scale maps, each at its own resolution; the engine then upsamples,
-combines and fuses them to the output size (``saliency.fastcam.fuse_maps``, OpenCV on the CPU), as the eager
-engine does: measured, that resampling inside the graph cost more than the whole eager saliency step.
+class, the raw CAM and the normalised per-scale maps, each at its own resolution; the host assembler
+(:func:`rtsal.engine.result.assemble`) then upsamples, combines and fuses them to the output size (OpenCV on
+the CPU), as for the eager engine: measured, that resampling inside the graph cost more than the whole eager
+saliency step. Every backend builds it from a spec (:func:`rtsal.engine.backends.common.graph_of`).
 
 The CAM is in the graph for every head. A global-average-pool -> linear head has a closed form from its
 weights. Any other head (MobileNetV3, VGG, ConvNeXt) needs the gradient of the class score with respect to
@@ -81,8 +82,6 @@ class ExplainGraph(nn.Module):
             takes the head's gradient, traced by :meth:`trace_head` (which :func:`build_package` calls).
         cam: ``gradcam`` or ``gradcampp``; statistic and norm: pure functions as in
             :mod:`rtsal.engine.saliency`.
-        out_size: (H, W) the maps are used at (part of the cache key; the graph returns them at their own
-            resolutions and the engine upsamples them after the call).
     """
 
     def __init__(
@@ -97,7 +96,6 @@ class ExplainGraph(nn.Module):
         norm: Callable[[Tensor], Tensor],
         topk: int,
         cam_relu: bool,
-        out_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -112,7 +110,6 @@ class ExplainGraph(nn.Module):
         self.norm = norm
         self.topk = topk
         self.cam_relu = cam_relu
-        self.out_size = out_size
         self.recorder = ActivationRecorder(model, layers)
         self.recorder.__enter__()
 

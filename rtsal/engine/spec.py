@@ -19,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FastCAMSpec", "PRECISIONS", "SPEC_VERSION"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["FastCAMSpec", "PRECISIONS", "SPEC_VERSION", "weights_hash"]
 
 SPEC_VERSION = 1  # bump when a field's meaning changes
 PRECISIONS = ("f32", "bf16")  # inference precision of a backend: f32 agrees with eager to 1e-3 and better
@@ -110,3 +113,17 @@ class FastCAMSpec:
         """The cache key: SHA-256 of the canonical JSON with ``extra`` (backend, runtime version, CPU...)."""
         text = json.dumps({"spec": self.to_dict(), **extra}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def weights_hash(module: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every parameter and buffer of ``module``, 32 hex
+    digits: the spec's ``weights`` (the memory format does not change it)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()[:32]

@@ -6,14 +6,15 @@ maps; :mod:`rtsal.engine.result` assembles the result), and ``close()``.
 
 - ``torch``: the eager engine with hooks (:class:`~rtsal.engine.explainer.Explainer` itself): the reference,
   the fallback, and what serves the first frames while another backend builds.
-- ``compiled``: the graph exported by ``torch.export`` and compiled by AOTInductor
-  (:mod:`rtsal.engine.compiled`).
+- ``compiled``: the graph exported by ``torch.export`` and compiled by AOTInductor, built in a child
+  process in the background (:mod:`.compiled`).
 - ``onnxruntime``: the graph as ONNX, run by an ONNX Runtime CPU session (:mod:`.onnxruntime`).
 - ``openvino``: the graph converted by ``openvino.convert_model``, compiled for the CPU; the compiled blob
   is cached (:mod:`.openvino`).
 
-``auto`` picks the fastest installed backend by the rule of :func:`resolve` (docs/backends.md has the
-measurements behind it).
+:class:`~rtsal.engine.backends.served.ServedBackend` serves each of them to an Explainer (built per input
+shape, now or in the background while eager frames are served). ``auto`` picks the fastest installed
+backend by the rule of :func:`resolve` (docs/backends.md has the measurements behind it).
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ def installed(name: str) -> bool:
 
 
 def require(name: str) -> None:
-    """One line (UsageError, exit 2) naming the extra to install when ``name``'s runtime is missing."""
+    """One line (UsageError, exit 2) naming the extra to install when ``name``'s runtime is missing. (The
+    compiled backend without a C++ compiler is not refused here: its build fails with one line and the run
+    serves eagerly.)"""
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-    if not installed(name):
+    if name in EXTRAS and not installed(name):
         package, fix = EXTRAS[name]
         raise UsageError(f"--backend {name} needs {package}, which is not installed: {fix}")
 

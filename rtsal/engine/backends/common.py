@@ -22,7 +22,9 @@ def graph_of(spec: FastCAMSpec, model: nn.Module, runtime: str = "torch") -> Exp
     module in eval mode, see :func:`rtsal.engine.graph.clean_copy`). The statistic is the formulation of
     ``spec.statistic`` that ``runtime`` computes fastest
     (:func:`~rtsal.engine.saliency.smoe.runtime_statistic`, measured in docs/graph-cost.md). A gradient
-    head is traced for ``spec``'s input shape."""
+    head is traced for ``spec``'s input shape and decomposed into core aten ops for the converters; for
+    ``compiled``, :func:`~rtsal.engine.graph.build_package` traces it with the export instead (on the
+    example's device, under the export lock; Inductor takes the backward ops as they are)."""
     layers = [LayerInfo(name, call, relu=relu) for name, call, relu in spec.layers]
     relu = [info.relu and NEEDS_RELU[spec.statistic] for info in layers]
     w = torch.tensor(spec.layer_weights, dtype=torch.float32)
@@ -32,7 +34,7 @@ def graph_of(spec: FastCAMSpec, model: nn.Module, runtime: str = "torch") -> Exp
     stat = runtime_statistic(spec.statistic, runtime)
     graph = ExplainGraph(model, layers, relu, w / w.sum(), head_weight, spec.cam, stat, NORMS[spec.norm],
                          spec.topk, cam_relu=layers[-1].relu).eval()
-    if graph.needs_head_grad:
+    if graph.needs_head_grad and runtime != "compiled":
         x, target = example_inputs(spec)
         graph.trace_head(x)
         with torch.no_grad():

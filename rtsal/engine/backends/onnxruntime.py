@@ -3,8 +3,8 @@
 The ONNX file of a spec's graph is kept in rtsal's cache folder with the same rules as the compiled
 engine's packages (:mod:`rtsal.engine.cache`). The session is ONNX Runtime's default CPU session with
 ``threads`` intra-op threads; ``InferenceSession.run`` may be called from many threads at once.
-(``rtsal export`` writes a different file, with the maps upsampled inside, for use without rtsal;
-``--backend onnxruntime --onnx FILE`` runs such a file through :mod:`rtsal.deploy.runtime`.)
+(``rtsal export`` writes the same graph with the host assembly inside it, :mod:`rtsal.deploy.graph`, for use
+without rtsal; ``--backend onnxruntime --onnx FILE`` runs such a file through :mod:`rtsal.deploy.runtime`.)
 """
 
 from __future__ import annotations

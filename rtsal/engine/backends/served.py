@@ -1,28 +1,35 @@
 """A graph backend serving an Explainer: one build per input shape, now or in the background.
 
-:class:`ServedBackend` hands the Explainer, for each input shape, the ``run`` of a built backend or None
-("serve this call eagerly"), as :class:`~rtsal.engine.compiled.CompiledEngine` does for AOTInductor:
+:class:`ServedBackend` hands the Explainer, for each input shape, the ``run`` of a built backend (any of
+``compiled``, ``onnxruntime``, ``openvino``, ``torch``) or None ("serve this call eagerly"):
 
 - ``mode=True``: the first call for a shape builds (or loads from the cache) synchronously;
 - ``mode="background"``: the first call starts a builder thread and returns None until the backend is
-  ready, so the first frames are served eagerly at once and none waits. A run that ends during the build
-  waits for it on close (one line on stderr): it writes the cache entry the next run starts with.
+  ready, so the first frames are served eagerly at once and none waits. A run that ends during a build in
+  this process waits for it on close (one line on stderr): it writes the cache entry the next run starts
+  with. A build in a child process (the compiled backend's) is left to finish instead, detached, with one
+  line (:class:`~rtsal.engine.backends.context.BuildContext`).
 
 A build that fails is reported once on stderr and that shape stays eager (``eager (fallback)``).
+``label`` says how a call without a backend was served: ``eager (building NAME)`` (``eager (compiling)``
+for the compiled backend) or ``eager (fallback)``.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from rtsal.engine.backends import Backend
+from rtsal.engine.backends.context import BuildContext
 from rtsal.engine.spec import FastCAMSpec
 from rtsal.locks import SharedExclusiveLock
 
@@ -30,6 +37,7 @@ __all__ = ["ServedBackend", "factory"]
 
 BUILDING = "building"
 FAILED = "failed"
+BUILDING_LABEL = {"compiled": "eager (compiling)"}  # else "eager (building NAME)"
 
 
 def factory(name: str) -> Callable[..., Backend]:
@@ -46,6 +54,10 @@ def factory(name: str) -> Callable[..., Backend]:
         from rtsal.engine.backends.torch import TorchBackend
 
         return TorchBackend
+    if name == "compiled":
+        from rtsal.engine.backends.compiled import CompiledBackend
+
+        return CompiledBackend
     raise ValueError(f"no graph backend named {name!r}")
 
 
@@ -53,7 +65,8 @@ class ServedBackend:
     """Backends of one kind for one Explainer's spec and model, per input shape (see the module docstring).
 
     ``threads``: the runtime's threads per call (default torch's setting at build time); ``streams``: how
-    many calls may run at once (the pipeline's inference streams)."""
+    many calls may run at once (the pipeline's inference streams); ``options``: further keyword arguments of
+    the backend's class (the compiled backend's ``device`` and ``rebuild``)."""
 
     def __init__(
         self,
@@ -65,6 +78,7 @@ class ServedBackend:
         threads: int | None = None,
         streams: int = 1,
         measure_plain: bool = True,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in (True, "background"):
             raise ValueError(f"mode must be True or 'background', not {mode!r}")
@@ -76,7 +90,10 @@ class ServedBackend:
         self.threads = threads
         self.streams = streams
         self.make = factory(name)
-        self.exclusive = SharedExclusiveLock()  # the Explainer's eager calls share it; nothing holds it alone
+        self.options = dict(options or {})
+        # the Explainer's eager calls share it; only an in-process torch.export (compiled) holds it alone
+        self.exclusive = SharedExclusiveLock()
+        self.context = BuildContext(background=mode == "background", exclusive=self.exclusive)
         self._built: dict[tuple[int, ...], Backend | str] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -113,19 +130,24 @@ class ServedBackend:
         """How a call with ``x``'s shape that got no backend was served."""
         if self._built.get(tuple(x.shape)) == FAILED:
             return "eager (fallback)"
-        return f"eager (building {self.name})"
+        return BUILDING_LABEL.get(self.name, f"eager (building {self.name})")
 
     def _make(self, shape: tuple[int, ...]) -> None:
         t0 = time.perf_counter()
         threads = self.threads or torch.get_num_threads()
+        options = dict(self.options)
+        if getattr(self.make, "takes_build_context", False):
+            options["context"] = self.context
         try:
             backend = self.make(self.spec.for_input(shape), self.model, cache_dir=self.cache_dir,
-                                threads=threads, streams=self.streams)
+                                threads=threads, streams=self.streams, **options)
             x = torch.zeros(shape)
             backend.run(x, torch.full((shape[0],), -1, dtype=torch.long))  # warm up
             self.plain_ms[shape] = _plain_ms(backend, x) if self.measure_plain else None
         except Exception as exc:  # noqa: BLE001 - any runtime failure means "stay eager"
             self._built[shape] = FAILED
+            if self._closed:  # the run ended meanwhile: nothing to report
+                return
             self._warn(f"building the {self.name} backend for input {shape} failed ({type(exc).__name__}: "
                        f"{_first_line(exc)})")
             return
@@ -142,18 +164,27 @@ class ServedBackend:
         for t in list(self._threads):
             t.join(timeout)
 
+    @property
+    def detached(self) -> list[subprocess.Popen]:
+        """Child builds that :meth:`close` left running."""
+        return self.context.detached
+
     def close(self, detach: bool = True) -> None:
-        """Release the built backends. A build still running is waited for (one line on stderr): the
-        runtime's compiler threads must not outlive the interpreter, and its cache entry makes the next run
-        start with the backend."""
+        """Release the built backends. A build in a child process is left to finish its cache entry in the
+        background (one line on stderr; :attr:`detached` keeps it), or stopped with ``detach=False``. A build
+        in this process is waited for (one line on stderr): the runtime's compiler threads must not outlive
+        the interpreter, and its cache entry makes the next run start with the backend."""
         with self._lock:
             self._closed = True
+        children = self.context.close(detach)
         running = [t for t in self._threads if t.is_alive()]
-        if running:
+        if running and not children:
             print(f"rtsal: finishing the {self.name} build so that the next run starts with it (cached)",
                   file=sys.stderr)
-        for t in running:
-            t.join()
+            for t in running:
+                t.join()
+        for t in running:  # a thread waiting on a child (stopped or detached) ends by itself
+            t.join(timeout=0 if detach else 5)
         for got in list(self._built.values()):
             if not isinstance(got, str):
                 got.close()

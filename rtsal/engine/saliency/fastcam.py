@@ -34,28 +34,6 @@ def scale_maps(
     return [norm(statistic(torch.relu(a) if r else a)) for a, r in zip(acts, relu, strict=True)]
 
 
-def fastcam_maps(
-    acts: Sequence[Tensor],
-    relu: Sequence[bool],
-    cam_small: Tensor,
-    out_size: tuple[int, ...],
-    weights: Tensor,
-    statistic: Callable[[Tensor], Tensor],
-    norm: Callable[[Tensor], Tensor],
-    resize: Resize = upsample,
-) -> FastCamMaps:
-    """Scale-end activations -> per-scale maps, their combination, the CAM, FastCAM and the non-class map.
-
-    ``acts``: L tensors (N, C_l, h_l, w_l); ``relu[l]``: apply ReLU first (the tensor can be negative);
-    ``cam_small``: (N, h, w) raw CAM at the last scale; ``weights``: (L,) summing to 1;
-    ``statistic``: (N, C, h, w) -> (N, h, w); ``norm``: (N, h, w) -> (N, h, w) in [0, 1]; ``resize``: the
-    upsampling (OpenCV on the CPU by default; ``combine.resize_bilinear`` where the step is traced).
-    Clips: activations (N, C_l, t_l, h_l, w_l), ``cam_small`` (N, t, h, w), ``out_size`` (T, H, W); every
-    map gains the time axis ((N, L, T, H, W), (N, T, H, W)) and is normalised per clip.
-    """
-    return fuse_maps(scale_maps(acts, relu, statistic, norm), cam_small, out_size, weights, resize)
-
-
 def fuse_maps(
     maps: Sequence[Tensor],
     cam_small: Tensor,
