@@ -1,4 +1,4 @@
-"""Lower precisions measured: agreement with eager f32 and speed against the plain forward of the same runtime.
+"""Lower precisions measured: agreement with eager f32, speed against the plain forward of the same runtime.
 
 Two tables, one command each (or ``--part all``):
 
@@ -54,7 +54,7 @@ from rtsal.engine.result import assemble  # noqa: E402
 Run = Callable[[torch.Tensor, torch.Tensor], GraphOutput]
 
 
-# -- agreement ------------------------------------------------------------------------------------------------
+# -- agreement -----------------------------------------------------------------------------------------------
 def agreement(ex: Explainer, run: Run, pics: list, refs: list) -> dict[str, Any]:
     """Top-1 and worst map correlations of ``run`` (x, target) -> GraphOutput against the eager results."""
     same, worst = 0, {}
@@ -66,16 +66,24 @@ def agreement(ex: Explainer, run: Run, pics: list, refs: list) -> dict[str, Any]
                        ex.class_names, ex.topk, tuple(i.label for i in ex.layers), {}, "bench")
         same += int(got.topk.indices[0, 0]) == int(ref.topk.indices[0, 0])
         cells = {"fused": corr(got.fused, ref.fused), "cam": corr(got.cam, ref.cam),
-                 **{f"scale {i}": corr(got.scales[:, i], ref.scales[:, i]) for i in range(ref.scales.shape[1])}}
+                 **{f"scale {i}": corr(got.scales[:, i], ref.scales[:, i])
+                    for i in range(ref.scales.shape[1])}}
         for k, v in cells.items():
             worst[k] = min(worst.get(k, 1.0), v)
     return {"top1_same": same, "images": len(pics), "worst_corr": worst,
             "meets": same == len(pics) and min(worst.values()) >= 0.995}
 
 
-# -- speed ----------------------------------------------------------------------------------------------------
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int, bases: tuple[str, ...]) -> dict[str, Any]:
-    """Every call once per round, rotating order; ms medians, p10-p90 and per-round ratios to ``bases``."""
+# -- speed ---------------------------------------------------------------------------------------------------
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, bases: tuple[str, ...],
+                clock: str = "cpu") -> dict[str, Any]:
+    """Every call once per round, rotating order; ms medians, p10-p90 and per-round ratios to ``bases``.
+    ``clock``: ``cpu`` (the process's CPU time: the work of a call, steady on a loaded machine at 1 thread)
+    or ``wall``."""
+    now = CLOCK[clock]
     names = list(calls)
     for f in calls.values():  # warm-up
         f()
@@ -84,9 +92,9 @@ def interleaved(calls: dict[str, Callable[[], object]], rounds: int, bases: tupl
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
-            t = time.perf_counter()
+            t = now()
             calls[n]()
-            times[n].append((time.perf_counter() - t) * 1e3)
+            times[n].append((now() - t) * 1e3)
     out = {}
     for n in names:
         ts = sorted(times[n])
@@ -102,7 +110,7 @@ def interleaved(calls: dict[str, Callable[[], object]], rounds: int, bases: tupl
     return out
 
 
-# -- PyTorch: autocast with torch.compile ----------------------------------------------------------------------
+# -- PyTorch: autocast with torch.compile --------------------------------------------------------------------
 class Autocast(nn.Module):
     """``module`` run under bf16 autocast on the CPU."""
 
@@ -173,7 +181,9 @@ def as_run(call: Callable[..., Any]) -> Run:
     return run
 
 
-def torch_part(model_name: str, size: int, rounds: int, f32_until: str, agree: bool) -> dict[str, Any]:
+def torch_part(
+    model_name: str, size: int, rounds: int, f32_until: str, agree: bool, clock: str
+) -> dict[str, Any]:
     weights = "default" if model_name.startswith("efficientnet-lite") else None
     pics = images(size)
     torch.manual_seed(0)
@@ -189,7 +199,7 @@ def torch_part(model_name: str, size: int, rounds: int, f32_until: str, agree: b
 
     t = time.perf_counter()
     explained["explain f32"] = as_run(compiled(graph()))
-    g = graph("torch")  # the bit-level log2 of the compiled formulation reads f32 bits: the reference log here
+    g = graph("torch")  # the compiled formulation's bit-level log2 reads f32 bits: the reference log here
     explained["explain bf16 all"] = as_run(compiled(Autocast(g)))
     g = graph()
     f32_stat(g)
@@ -217,12 +227,12 @@ def torch_part(model_name: str, size: int, rounds: int, f32_until: str, agree: b
             print(name, rows[name], file=sys.stderr)
     calls = {"plain f32": lambda: plain_f32(x), "plain bf16": lambda: plain_bf16(x)}
     calls.update({n: (lambda r=r: r(x, tgt)) for n, r in explained.items()})
-    speed = interleaved(calls, rounds, ("plain f32", "plain bf16"))
+    speed = interleaved(calls, rounds, ("plain f32", "plain bf16"), clock)
     ex.close()
     return {"model": model_name, "agreement": rows, "speed": speed, "build_s": build_s}
 
 
-# -- OpenVINO: INT8 by NNCF -----------------------------------------------------------------------------------
+# -- OpenVINO: INT8 by NNCF ----------------------------------------------------------------------------------
 def int8_ignored_scope(ov_model: Any) -> Any:
     """Everything downstream of the scale-end tensors that is not the model itself: the nodes from which a
     map output (not the logits) is reachable but the logits are not."""
@@ -247,7 +257,7 @@ def int8_ignored_scope(ov_model: Any) -> Any:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-def ov_part(model_name: str, size: int, rounds: int, agree: bool, cache: Path) -> dict[str, Any]:
+def ov_part(model_name: str, size: int, rounds: int, agree: bool, clock: str) -> dict[str, Any]:
     import nncf
     import openvino as ov
 
@@ -280,7 +290,6 @@ def ov_part(model_name: str, size: int, rounds: int, agree: bool, cache: Path) -
                                  ignored_scope=int8_ignored_scope(explain_f32))
     plain_int8 = nncf.quantize(plain_f32, dataset_plain, subset_size=len(calib))
     quant_s = time.perf_counter() - t
-    ov.save_model(explain_int8, str(cache / f"{model_name}-explain-int8.xml"))
 
     def comp(m: Any, precision: str) -> Any:
         return core.compile_model(m, "CPU", ov_config(precision, threads))
@@ -310,13 +319,13 @@ def ov_part(model_name: str, size: int, rounds: int, agree: bool, cache: Path) -
     ts = tgt.numpy()
     calls = {n: (lambda r=r, n=n: r.infer([xs] if n.startswith("plain") else [xs, ts]))
              for n, r in reqs.items()}
-    speed = interleaved(calls, rounds, ("plain f32", "plain bf16", "plain int8"))
+    speed = interleaved(calls, rounds, ("plain f32", "plain bf16", "plain int8"), clock)
     ex.close()
     return {"model": model_name, "agreement": rows, "speed": speed, "quantise_s": quant_s,
             "int8_ignored_nodes": len(int8_ignored_scope(explain_f32).names)}
 
 
-# -- tables ---------------------------------------------------------------------------------------------------
+# -- tables --------------------------------------------------------------------------------------------------
 def print_tables(res: dict[str, Any]) -> None:
     for r in res:
         ag = r["agreement"]
@@ -334,8 +343,9 @@ def print_tables(res: dict[str, Any]) -> None:
               + " |")
         print("|---" * (3 + len(bases)) + "|")
         for n, s in sp.items():
-            cells = " | ".join(f"{s[f'vs {b}']:.2f}x ({s[f'vs {b} p10-p90'][0]:.2f}-{s[f'vs {b} p10-p90'][1]:.2f})"
-                               for b in bases)
+            cells = " | ".join(
+                f"{s[f'vs {b}']:.2f}x ({s[f'vs {b} p10-p90'][0]:.2f}-{s[f'vs {b} p10-p90'][1]:.2f})"
+                for b in bases)
             print(f"| {n} | {s['median_ms']:.2f} | {s['p10_ms']:.1f}-{s['p90_ms']:.1f} | {cells} |")
 
 
@@ -347,25 +357,27 @@ def main() -> int:
                    help="models whose agreement is measured (the others: speed only)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--f32-until", default="_blocks.2",
-                   help="the scale-end layer up to which the 'first blocks f32' variant stays f32 (Lite0)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--f32-until", default="efficientnet-lite0=_blocks.2,resnet50=layer1",
+                   help="MODEL=LAYER,...: the scale-end layer up to which 'first blocks f32' stays f32")
+    p.add_argument("--clock", choices=tuple(CLOCK), default="cpu",
+                   help="cpu: the process's CPU time (use --threads 1 on a loaded machine); wall: wall clock")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     agree = set(a.agree.split(","))
+    until = dict(kv.split("=", 1) for kv in a.f32_until.split(",") if kv)
     res = []
     for m in a.models.split(","):
         if a.part in ("torch", "all"):
-            until = a.f32_until if m.startswith("efficientnet") else ""
-            res.append({"part": "torch.compile", **torch_part(m, a.size, a.rounds, until, m in agree)})
+            res.append({"part": "torch.compile",
+                        **torch_part(m, a.size, a.rounds, until.get(m, ""), m in agree, a.clock)})
         if a.part in ("openvino", "all"):
-            cache = ROOT / "benchmarks" / "results"
-            res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, m in agree, Path("/tmp"))})
-            del cache
+            res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, m in agree, a.clock)})
     print_tables(res)
     if a.json:
         Path(a.json).write_text(json.dumps({"size": a.size, "threads": a.threads, "rounds": a.rounds,
+                                            "clock": a.clock,
                                             "results": res}, indent=1))
     return 0
 
