@@ -233,35 +233,46 @@ def torch_part(
 
 
 # -- OpenVINO: INT8 by NNCF ----------------------------------------------------------------------------------
-def int8_ignored_scope(ov_model: Any) -> Any:
-    """Everything downstream of the scale-end tensors that is not the model itself: the nodes from which a
-    map output (not the logits) is reachable but the logits are not."""
+def _upstream(outputs: list) -> set[str]:
+    """The friendly names of every node ``outputs`` (of an ``openvino.Model``) depend on."""
+    seen: set[str] = set()
+    stack = [o.get_node() for o in outputs]
+    while stack:
+        n = stack.pop()
+        if n.get_friendly_name() in seen:
+            continue
+        seen.add(n.get_friendly_name())
+        stack.extend(i.get_source_output().get_node() for i in n.inputs())
+    return seen
+
+
+def int8_ignored_scope(ov_model: Any, f32_scale: int | None = None) -> Any:
+    """What NNCF leaves unquantised: everything downstream of the scale-end tensors that is not the model
+    itself (the nodes from which a map output, not the logits, is reachable: the statistic, normalisation and
+    CAM), and with ``f32_scale`` also the first blocks (every node scale ``f32_scale``'s map depends on)."""
     import nncf
 
-    def upstream(outputs: list) -> set[str]:
-        seen: set[str] = set()
-        stack = [o.get_node() for o in outputs]
-        while stack:
-            n = stack.pop()
-            if n.get_friendly_name() in seen:
-                continue
-            seen.add(n.get_friendly_name())
-            stack.extend(i.get_source_output().get_node() for i in n.inputs())
-        return seen
-
-    outs = list(ov_model.outputs)
-    logits = upstream(outs[:1])
-    maps = upstream(outs[4:])  # cam_small and the per-scale maps
+    outs = list(ov_model.outputs)  # logits, top_p, top_i, target, cam_small, maps...
+    logits = _upstream(outs[:1])
+    ignored = _upstream(outs[4:]) - logits
+    if f32_scale is not None:
+        ignored |= _upstream(outs[5 + f32_scale:6 + f32_scale])
     names = sorted(n.get_friendly_name() for n in ov_model.get_ordered_ops()
-                   if n.get_friendly_name() in maps - logits and n.get_type_name() != "Constant")
+                   if n.get_friendly_name() in ignored and n.get_type_name() not in ("Constant", "Parameter"))
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-def ov_part(model_name: str, size: int, rounds: int, agree: bool, clock: str) -> dict[str, Any]:
+def ov_part(
+    model_name: str, size: int, rounds: int, f32_until: str, agree: bool, clock: str
+) -> dict[str, Any]:
+    import logging
+
     import nncf
     import openvino as ov
 
     from rtsal.engine.backends.openvino import convert, ov_config
+
+    nncf.set_log_level(logging.WARNING)
 
     weights = "default" if model_name.startswith("efficientnet-lite") else None
     pics = images(size)
@@ -289,6 +300,10 @@ def ov_part(model_name: str, size: int, rounds: int, agree: bool, clock: str) ->
     explain_int8 = nncf.quantize(explain_f32, dataset_explain, subset_size=len(calib),
                                  ignored_scope=int8_ignored_scope(explain_f32))
     plain_int8 = nncf.quantize(plain_f32, dataset_plain, subset_size=len(calib))
+    f32_scale = [name for name, _, _ in spec.layers].index(f32_until) if f32_until else None
+    if f32_scale is not None:
+        explain_int8_early = nncf.quantize(explain_f32, dataset_explain, subset_size=len(calib),
+                                           ignored_scope=int8_ignored_scope(explain_f32, f32_scale))
     quant_s = time.perf_counter() - t
 
     def comp(m: Any, precision: str) -> Any:
@@ -300,6 +315,8 @@ def ov_part(model_name: str, size: int, rounds: int, agree: bool, clock: str) ->
         "explain f32": comp(explain_f32, "f32"), "explain bf16": comp(explain_f32, "bf16"),
         "explain int8": comp(explain_int8, "bf16"), "explain int8 f32": comp(explain_int8, "f32"),
     }
+    if f32_scale is not None:  # the first blocks unquantised and at f32, the rest int8
+        models[f"explain int8 f32 until {f32_until}"] = comp(explain_int8_early, "f32")
     reqs = {n: m.create_infer_request() for n, m in models.items()}
 
     def ov_run(req: Any, n_out: int) -> Run:
@@ -312,7 +329,7 @@ def ov_part(model_name: str, size: int, rounds: int, agree: bool, clock: str) ->
 
     rows: dict[str, Any] = {}
     if agree:
-        for name in ("explain f32", "explain bf16", "explain int8", "explain int8 f32"):
+        for name in [n for n in models if n.startswith("explain")]:
             rows[name] = agreement(ex, ov_run(reqs[name], len(models[name].outputs)), pics, refs)
             print(name, rows[name], file=sys.stderr)
     xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
@@ -360,6 +377,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--f32-until", default="efficientnet-lite0=_blocks.2,resnet50=layer1",
                    help="MODEL=LAYER,...: the scale-end layer up to which 'first blocks f32' stays f32")
+    p.add_argument("--int8-f32-until", default="efficientnet-lite0=_blocks.4,resnet50=layer1",
+                   help="MODEL=LAYER,...: the scale-end layer up to which 'int8 f32 until' is unquantised")
     p.add_argument("--clock", choices=tuple(CLOCK), default="cpu",
                    help="cpu: the process's CPU time (use --threads 1 on a loaded machine); wall: wall clock")
     p.add_argument("--json", default=None)
@@ -367,13 +386,15 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     agree = set(a.agree.split(","))
     until = dict(kv.split("=", 1) for kv in a.f32_until.split(",") if kv)
+    int8_until = dict(kv.split("=", 1) for kv in a.int8_f32_until.split(",") if kv)
     res = []
     for m in a.models.split(","):
         if a.part in ("torch", "all"):
             res.append({"part": "torch.compile",
                         **torch_part(m, a.size, a.rounds, until.get(m, ""), m in agree, a.clock)})
         if a.part in ("openvino", "all"):
-            res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, m in agree, a.clock)})
+            res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, int8_until.get(m, ""), m in agree,
+                                                          a.clock)})
     print_tables(res)
     if a.json:
         Path(a.json).write_text(json.dumps({"size": a.size, "threads": a.threads, "rounds": a.rounds,
