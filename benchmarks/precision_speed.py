@@ -132,9 +132,9 @@ def _f32_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def keep_f32_until(model: nn.Module, layer: str, x: torch.Tensor) -> list[str]:
-    """Keep out of autocast every module with its own parameters that runs before ``layer`` returns (the first
-    blocks); returns their names."""
+def first_blocks(model: nn.Module, layer: str, x: torch.Tensor) -> list[str]:
+    """The modules with their own parameters that run before ``layer`` returns (the first blocks), found by
+    one forward pass of ``model`` (a hook-free copy)."""
     order: list[str] = []
     done: list[bool] = [False]
     handles = []
@@ -150,10 +150,14 @@ def keep_f32_until(model: nn.Module, layer: str, x: torch.Tensor) -> list[str]:
     finally:
         for h in handles:
             h.remove()
-    mods = dict(model.named_modules())
-    for name in order:
-        mods[name].forward = _f32_forward(mods[name].forward)
     return order
+
+
+def keep_f32(model: nn.Module, names: list[str]) -> None:
+    """Keep modules ``names`` of ``model`` out of autocast (their inputs cast to f32)."""
+    mods = dict(model.named_modules())
+    for name in names:
+        mods[name].forward = _f32_forward(mods[name].forward)
 
 
 def f32_stat(graph: nn.Module) -> None:
@@ -208,7 +212,8 @@ def torch_part(
     if f32_until:
         g = graph()
         f32_stat(g)
-        kept = keep_f32_until(g.model, f32_until, x)
+        kept = first_blocks(clean_copy(ex.model).eval(), f32_until, x)
+        keep_f32(g.model, kept)
         g.model = Autocast(g.model)
         explained[f"explain bf16 stat f32 + f32 until {f32_until}"] = as_run(compiled(g))
         print(f"f32 until {f32_until}: {len(kept)} modules kept f32", file=sys.stderr)
@@ -343,7 +348,7 @@ def ov_part(
 
 
 # -- tables --------------------------------------------------------------------------------------------------
-def print_tables(res: dict[str, Any]) -> None:
+def print_tables(res: list[dict[str, Any]]) -> None:
     for r in res:
         ag = r["agreement"]
         if ag:
@@ -392,10 +397,11 @@ def main() -> int:
         if a.part in ("torch", "all"):
             res.append({"part": "torch.compile",
                         **torch_part(m, a.size, a.rounds, until.get(m, ""), m in agree, a.clock)})
+            print_tables(res[-1:])
         if a.part in ("openvino", "all"):
             res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, int8_until.get(m, ""), m in agree,
                                                           a.clock)})
-    print_tables(res)
+            print_tables(res[-1:])
     if a.json:
         Path(a.json).write_text(json.dumps({"size": a.size, "threads": a.threads, "rounds": a.rounds,
                                             "clock": a.clock,
