@@ -5,8 +5,7 @@ Two tables, one command each (or ``--part all``):
 - ``--part torch``: the explained graph (``graph_of(spec, clean_copy(model), "compiled")``, built as the
   compiled backend builds it: ``torch.export`` + AOTInductor with freezing) and the plain model under
   ``torch.compile`` (freezing, ``inference_mode``: the baseline of issue 21), at f32 and under
-  ``torch.autocast("cpu", torch.bfloat16)`` in three variants: ``all`` (the whole graph autocast, with the
-  reference statistic: the compiled formulation's bit-level log2 reads f32 bits), ``stat
+  ``torch.autocast("cpu", torch.bfloat16)`` in two variants: ``stat
   f32`` (the model autocast, the scale-end tensors cast to f32 before the statistic and the CAM) and ``stat
   f32 + first blocks f32`` (also every module that runs before the end of scale ``--f32-until`` kept out of
   autocast).
@@ -207,14 +206,12 @@ def torch_part(
     refs = [ex.explain(im) for _, im in pics] if agree else []
     explained: dict[str, Run] = {}
 
-    def graph(runtime: str = "compiled") -> nn.Module:
-        return graph_of(spec, clean_copy(ex.model).eval(), runtime)
+    def graph() -> nn.Module:
+        return graph_of(spec, clean_copy(ex.model).eval(), "compiled")
 
     t = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="rtsal-precision-"))
     explained["explain f32"] = aoti(graph(), x, folder)
-    g = graph("torch")  # the compiled formulation's bit-level log2 reads f32 bits: the reference log here
-    explained["explain bf16 all"] = aoti(Autocast(g), x, folder)
     g = graph()
     f32_stat(g)
     g.model = Autocast(g.model)

@@ -1,0 +1,76 @@
+"""bf16 for the compiled backend (rtsal.engine.precision): the first blocks and every map stay f32, the rest
+of the trunk runs under bf16 autocast. Eager runs of a seeded ResNet-18 graph at 64x80 (seconds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from rtsal.engine.backends.common import graph_of
+from rtsal.engine.explainer import Explainer
+from rtsal.engine.graph import clean_copy
+from rtsal.engine.precision import first_blocks, lower
+
+SIZE = (64, 80)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    with Explainer(model, size=SIZE) as ex:
+        spec = ex.spec.for_input((1, 3, *SIZE))
+        torch.manual_seed(1)
+        x = torch.randn(1, 3, *SIZE).contiguous(memory_format=torch.channels_last)
+        yield ex, spec, x
+
+
+def _graph(ex, spec):
+    return graph_of(spec, clean_copy(ex.model).eval(), "compiled")
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+
+
+def test_first_blocks_are_the_modules_before_the_layer(setup):
+    ex, _, x = setup
+    model = clean_copy(ex.model).eval()
+    names = first_blocks(model, "layer1", 0, x)
+    assert names[:2] == ["conv1", "bn1"]
+    assert "layer1.1.conv2" in names and "layer1.1.bn2" in names
+    assert not any(n.startswith(("layer2", "layer3", "layer4", "fc")) for n in names)
+    assert first_blocks(model, "conv1", 0, x) == ["conv1"]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # hooks removed
+
+
+def test_bf16_keeps_the_fine_scales_and_every_output_f32(setup):
+    ex, spec, x = setup
+    target = torch.full((1,), -1, dtype=torch.long)
+    ref = _graph(ex, spec)
+    low = lower(_graph(ex, spec), "bf16", x)
+    with torch.no_grad():
+        want, got = ref(x, target), low(x, target)
+    assert all(t.dtype in (torch.float32, torch.long) for t in got)
+    scales = [name for name, _, _ in spec.layers]
+    maps_want, maps_got = want[5:], got[5:]
+    fine = [i for i, m in enumerate(maps_want) if m.shape[-2] * 4 >= SIZE[0]]  # stride <= 4: kept f32
+    assert [scales[i] for i in fine] == ["relu", "layer1"]
+    for i, (w, g) in enumerate(zip(maps_want, maps_got, strict=True)):
+        if i in fine:
+            torch.testing.assert_close(g, w)  # computed at f32, as the reference
+        else:  # computed from a bf16 trunk: close, not equal
+            assert not torch.equal(g, w), scales[i]
+            assert _corr(g, w) > 0.99, scales[i]
+    assert _corr(got[4], want[4]) > 0.99  # the CAM
+    assert torch.equal(got[2], want[2]) or _corr(got[0], want[0]) > 0.999  # top-k from f32 logits
+
+
+def test_f32_is_untouched_and_other_precisions_are_refused(setup):
+    ex, spec, x = setup
+    g = _graph(ex, spec)
+    forward = g.model.forward
+    assert lower(g, "f32", x) is g and g.model.forward == forward
+    with pytest.raises(ValueError, match="int8"):
+        lower(g, "int8", x)
