@@ -74,3 +74,28 @@ def test_f32_is_untouched_and_other_precisions_are_refused(setup):
     assert lower(g, "f32", x) is g and g.model.forward == forward
     with pytest.raises(ValueError, match="int8"):
         lower(g, "int8", x)
+
+
+@pytest.mark.slow
+def test_compiled_backend_at_bf16_agrees_and_is_cached_apart(setup, tmp_path):
+    """One real AOTInductor build at bf16 (tens of seconds on a loaded CPU): the maps agree with eager f32,
+    and the cache entry is not the f32 one."""
+    from helpers import photo
+
+    from rtsal.engine.cache import Cache
+
+    ex, _, _ = setup
+    image = photo("coffee")
+    want = ex.explain(image)
+    with Explainer(ex.model, size=SIZE, backend="compiled", precision="bf16", cache_dir=tmp_path) as comp:
+        got = comp.explain(image)
+        assert got.engine == "compiled", "the bf16 graph did not build (see stderr)"
+        key = comp._compiled.spec((1, 3, *SIZE))
+    assert key["precision"] == "bf16"
+    assert Cache(tmp_path).lookup(key) is not None
+    assert Cache(tmp_path).lookup({**key, "precision": "f32"}) is None
+    assert int(got.topk.indices[0, 0]) == int(want.topk.indices[0, 0])
+    for name in ("fused", "cam"):
+        assert _corr(getattr(got, name), getattr(want, name)) > 0.99, name
+    for i in range(want.scales.shape[1]):
+        assert _corr(got.scales[:, i], want.scales[:, i]) > 0.99, i

@@ -179,8 +179,9 @@ def add_backend_choice(g: argparse._ActionsContainer, default: str | None = None
         "--precision",
         default="f32",
         choices=PRECISIONS,
-        help="inference precision: f32 (default; maps agree with eager to 0.999) or bf16 (openvino only: "
-        "faster on CPUs with bf16, per-scale maps less exact: see docs/backends.md)",
+        help="inference precision: f32 (default; maps agree with eager to 0.999) or bf16 (openvino: faster "
+        "on CPUs with bf16, per-scale maps less exact; compiled, CPU: the first blocks kept f32, every map "
+        ">= 0.995: see docs/backends.md)",
     )
 
 

@@ -30,8 +30,10 @@ def main(argv: list[str]) -> int:
     kwargs = dict(job["explainer"])
     if isinstance(kwargs.get("size"), list):
         kwargs["size"] = tuple(kwargs["size"])
+    precision = kwargs.pop("precision", "f32")  # the eager explainer here computes at f32; the build lowers
     try:
         ex = Explainer(**kwargs, compile=False)
+        ex.precision = precision
     finally:  # the job and the weights file are read: remove them (the parent may be gone)
         for path in job.get("delete", []):
             with contextlib.suppress(OSError):

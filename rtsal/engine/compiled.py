@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from rtsal.engine.cache import FORMAT, Cache
 from rtsal.engine.graph import ExplainGraph, GraphOutput, build_package, clean_copy, load_package
+from rtsal.engine.precision import lower
 from rtsal.locks import SharedExclusiveLock
 
 __all__ = ["CompiledEngine", "weights_hash"]
@@ -199,6 +200,7 @@ class CompiledEngine:
             "layers": [[i.name, i.call, bool(r)] for i, r in zip(ex.layers, ex._relu, strict=True)],
             "topk": ex.topk,
             "dtype": "float32",
+            "precision": ex.precision,  # bf16: rtsal.engine.precision.lower
             "device": str(ex.device),
             "torch": torch.__version__,
             "cpu": torch.backends.cpu.get_cpu_capability(),
@@ -251,6 +253,7 @@ class CompiledEngine:
             x = torch.randn(shape, device=self.ex.device)
             if self.ex.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            lower(graph, self.ex.precision, x)  # bf16: the trunk under autocast, the first blocks f32
             build_package(graph, x, path, export_lock=self.exclusive.hold(exclusive=True))
         finally:
             graph.close()

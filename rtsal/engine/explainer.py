@@ -67,8 +67,9 @@ class Explainer:
             backend is built per input shape, before the first call (``compile=True``, the default for
             them) or in the background (``compile="background"``: eager until it is ready).
             ``result.engine`` names the backend that drew each result.
-        precision: ``f32`` (default) or ``bf16`` (OpenVINO's inference precision; see docs/backends.md for
-            how far its maps agree with f32).
+        precision: ``f32`` (default) or ``bf16``: OpenVINO's inference precision, or, with the compiled
+            backend on the CPU, the trunk under bf16 autocast with its first blocks and every map in f32
+            (:mod:`rtsal.engine.precision`); see docs/backends.md for how far the maps agree with f32.
         threads: the graph runtime's threads per call (default: torch's thread setting).
         streams: how many calls may run at once (the pipeline's inference streams; default 1).
 
@@ -176,9 +177,12 @@ class Explainer:
             print(f"rtsal: the {backend} backend takes image CNNs; {self.name} ({self.kind}) runs eager",
                   file=sys.stderr)
             backend, compile = "torch", False
-        if precision != "f32" and backend != "openvino":
-            raise UsageError(f"--precision {precision} is offered by the openvino backend only (this run: "
-                             f"{backend})")
+        if precision != "f32" and backend not in ("openvino", "compiled"):
+            raise UsageError(f"--precision {precision} is offered by the openvino and compiled backends only "
+                             f"(this run: {backend})")
+        if precision != "f32" and backend == "compiled" and self.device.type != "cpu":
+            raise UsageError(f"--precision {precision} with the compiled backend runs on the CPU only "
+                             f"(this run: {self.device})")
         self.backend = backend
         if backend in ("onnxruntime", "openvino"):
             from rtsal.engine.backends.served import ServedBackend
@@ -198,6 +202,7 @@ class Explainer:
                 model, weights, method=method, cam=cam, norm=norm, layer_weights=layer_weights,
                 statistic=statistic, layers=layers, device=str(device), size=size, topk=topk,
                 channels_last=channels_last, head_autograd=head_autograd, mean=mean, std=std,
+                precision=precision,
             )
             self._compiled = CompiledEngine(self, compile, cache_dir, rebuild)
 
