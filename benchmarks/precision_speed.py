@@ -6,9 +6,9 @@ Two tables, one command each (or ``--part all``):
   compiled backend builds it: ``torch.export`` + AOTInductor with freezing) and the plain model under
   ``torch.compile`` (freezing, ``inference_mode``: the baseline of issue 21), at f32 and under
   ``torch.autocast("cpu", torch.bfloat16)`` in two variants: ``stat
-  f32`` (the model autocast, the scale-end tensors cast to f32 before the statistic and the CAM) and ``stat
-  f32 + first blocks f32`` (also every module that runs before the end of scale ``--f32-until`` kept out of
-  autocast).
+  f32`` (the model autocast, the scale-end tensors cast to f32 before the statistic and the CAM) and ``first
+  blocks f32`` (what ``--precision bf16`` builds: :func:`rtsal.engine.precision.lower`, which also keeps every
+  module that runs before the end of the last scale at stride <= 4 out of autocast).
 - ``--part openvino``: the OpenVINO graph of the explainer (``backends.openvino.convert``) at f32, bf16, and
   INT8 by NNCF post-training quantisation (``nncf.quantize``) calibrated on the bundled photographs and eval
   images, the statistic, CAM and normalisation left out of quantisation (:func:`int8_ignored_scope`); the
@@ -51,6 +51,7 @@ from precision import corr, images  # noqa: E402
 from rtsal.engine.backends.common import example_inputs, graph_of  # noqa: E402
 from rtsal.engine.explainer import Explainer  # noqa: E402
 from rtsal.engine.graph import GraphOutput, build_package, clean_copy, load_package  # noqa: E402
+from rtsal.engine.precision import lower  # noqa: E402
 from rtsal.engine.result import assemble  # noqa: E402
 
 Run = Callable[[torch.Tensor, torch.Tensor], GraphOutput]
@@ -132,49 +133,6 @@ class Autocast(nn.Module):
         self.module.trace_head(example)
 
 
-def _f32_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with torch.autocast("cpu", enabled=False):
-            return forward(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                             for a in args), **kwargs)
-
-    return run
-
-
-def first_blocks(model: nn.Module, layer: str, x: torch.Tensor) -> list[str]:
-    """The modules with their own parameters that run before ``layer`` returns (the first blocks), found by
-    one forward pass of ``model`` (a hook-free copy)."""
-    order: list[str] = []
-    done: list[bool] = [False]
-    handles = []
-    for name, m in model.named_modules():
-        if name == layer:
-            handles.append(m.register_forward_hook(lambda *_: done.__setitem__(0, True)))
-        if any(True for _ in m.parameters(recurse=False)):
-            handles.append(m.register_forward_pre_hook(
-                lambda _m, _a, name=name: None if done[0] or name in order else order.append(name)))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return order
-
-
-def keep_f32(model: nn.Module, names: list[str]) -> None:
-    """Keep modules ``names`` of ``model`` out of autocast (their inputs cast to f32)."""
-    mods = dict(model.named_modules())
-    for name in names:
-        mods[name].forward = _f32_forward(mods[name].forward)
-
-
-def f32_stat(graph: nn.Module) -> None:
-    """The scale-end tensors cast to f32 before the statistic and the CAM (and the logits for top-k)."""
-    pop = graph.recorder.pop
-    graph.recorder.pop = lambda: [a.float() for a in pop()]
-
-
 def compiled(module: nn.Module) -> Callable[..., Any]:
     """``torch.compile`` with freezing, called under ``inference_mode``."""
     c = torch.compile(module, options={"freezing": True})
@@ -194,7 +152,7 @@ def aoti(graph: nn.Module, x: torch.Tensor, folder: Path) -> Run:
 
 
 def torch_part(
-    model_name: str, size: int, rounds: int, f32_until: str, agree: bool, clock: str
+    model_name: str, size: int, rounds: int, agree: bool, clock: str
 ) -> dict[str, Any]:
     weights = "default" if model_name.startswith("efficientnet-lite") else None
     pics = images(size)
@@ -212,18 +170,10 @@ def torch_part(
     t = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="rtsal-precision-"))
     explained["explain f32"] = aoti(graph(), x, folder)
-    g = graph()
-    f32_stat(g)
+    g = graph()  # ExplainGraph casts the scale-end tensors and the logits to f32 itself
     g.model = Autocast(g.model)
     explained["explain bf16 stat f32"] = aoti(g, x, folder)
-    if f32_until:
-        g = graph()
-        f32_stat(g)
-        kept = first_blocks(clean_copy(ex.model).eval(), f32_until, x)
-        keep_f32(g.model, kept)
-        g.model = Autocast(g.model)
-        explained[f"explain bf16 stat f32 + f32 until {f32_until}"] = aoti(g, x, folder)
-        print(f"f32 until {f32_until}: {len(kept)} modules kept f32", file=sys.stderr)
+    explained["explain bf16 first blocks f32 (--precision bf16)"] = aoti(lower(graph(), "bf16", x), x, folder)
     plain_f32 = compiled(clean_copy(ex.model).eval())
     plain_bf16 = compiled(Autocast(clean_copy(ex.model).eval()))
     for f in (*explained.values(),):
@@ -388,8 +338,6 @@ def main() -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--f32-until", default="efficientnet-lite0=_blocks.2,resnet50=layer1",
-                   help="MODEL=LAYER,...: the scale-end layer up to which 'first blocks f32' stays f32")
     p.add_argument("--int8-f32-until", default="efficientnet-lite0=_blocks.4,resnet50=layer1",
                    help="MODEL=LAYER,...: the scale-end layer up to which 'int8 f32 until' is unquantised")
     p.add_argument("--clock", choices=tuple(CLOCK), default="cpu",
@@ -398,13 +346,12 @@ def main() -> int:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     agree = set(a.agree.split(","))
-    until = dict(kv.split("=", 1) for kv in a.f32_until.split(",") if kv)
     int8_until = dict(kv.split("=", 1) for kv in a.int8_f32_until.split(",") if kv)
     res = []
     for m in a.models.split(","):
         if a.part in ("torch", "all"):
             res.append({"part": "torch.compile",
-                        **torch_part(m, a.size, a.rounds, until.get(m, ""), m in agree, a.clock)})
+                        **torch_part(m, a.size, a.rounds, m in agree, a.clock)})
             print_tables(res[-1:])
         if a.part in ("openvino", "all"):
             res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, int8_until.get(m, ""), m in agree,
