@@ -99,3 +99,54 @@ def test_compiled_backend_at_bf16_agrees_and_is_cached_apart(setup, tmp_path):
         assert _corr(getattr(got, name), getattr(want, name)) > 0.99, name
     for i in range(want.scales.shape[1]):
         assert _corr(got.scales[:, i], want.scales[:, i]) > 0.99, i
+
+
+# -- INT8 on OpenVINO (NNCF) ---------------------------------------------------------------------------------
+def test_int8_quantises_the_trunk_but_not_the_first_blocks_or_the_maps(setup):
+    pytest.importorskip("nncf")
+    from rtsal.engine.backends.openvino import calibration_samples, convert, int8_ignored, quantize
+
+    ex, spec, _ = setup
+    samples = calibration_samples(ex.preprocess, spec.shape)
+    assert len(samples) == 8 and samples[0].shape == (1, 3, *SIZE)  # 4 photographs + 4 eval images
+    assert all((a == b).all() for a, b in zip(samples, calibration_samples(ex.preprocess, spec.shape),
+                                              strict=True))  # deterministic
+    graph = convert(spec, ex.model)
+    q = quantize(graph, samples)  # reshapes ``graph`` to the samples' static shape first
+    kept = set(int8_ignored(graph))
+    fq = [n for n in q.get_ordered_ops() if n.get_type_name() == "FakeQuantize"]
+    assert fq, "nothing was quantised"
+    # every quantiser feeds the trunk after the first blocks: none sits on a node left out
+    fed = {i.get_node().get_friendly_name() for n in fq for o in n.outputs() for i in o.get_target_inputs()}
+    assert fed and not fed & kept
+    convs = [n.get_friendly_name() for n in graph.get_ordered_ops() if n.get_type_name() == "Convolution"]
+    assert convs[0] in kept and convs[-1] not in kept  # the stem stays f32, the last block is int8
+
+
+def test_int8_backend_builds_once_and_is_refused_where_it_cannot_run(setup, tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    import importlib.util
+
+    from helpers import photo
+
+    from rtsal.errors import UsageError
+
+    ex, _, _ = setup
+    image = photo("coffee")
+    want = ex.explain(image)
+    results = []
+    for _ in range(2):
+        with Explainer(ex.model, size=SIZE, backend="openvino", precision="int8", cache_dir=tmp_path) as q:
+            results.append(q.explain(image))
+            source = q._compiled.source[(1, 3, *SIZE)]
+    assert [r.engine for r in results] == ["openvino", "openvino"]
+    assert source == "cache"  # the calibration is deterministic: the second explainer found the blob
+    torch.testing.assert_close(results[0].fused, results[1].fused)
+    assert _corr(results[0].fused, want.fused) > 0.9
+    with pytest.raises(UsageError, match="openvino backend only"):
+        Explainer(ex.model, size=SIZE, backend="compiled", precision="int8")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "nncf" else real(name, *a))
+    with pytest.raises(UsageError, match=r'needs nncf, which is not installed: pip install "rtsal\[openvino'):
+        Explainer(ex.model, size=SIZE, backend="openvino", precision="int8")

@@ -179,9 +179,10 @@ def add_backend_choice(g: argparse._ActionsContainer, default: str | None = None
         "--precision",
         default="f32",
         choices=PRECISIONS,
-        help="inference precision: f32 (default; maps agree with eager to 0.999) or bf16 (openvino: faster "
-        "on CPUs with bf16, per-scale maps less exact; compiled, CPU: the first blocks kept f32, every map "
-        ">= 0.995: see docs/backends.md)",
+        help="inference precision: f32 (default; maps agree with eager to 0.999), bf16 (openvino: faster "
+        "on CPUs with bf16, early per-scale maps less exact; compiled, CPU: the first blocks kept f32, every "
+        "map >= 0.995) or int8 (openvino with nncf: calibrated on the bundled images, the first blocks kept "
+        "f32): see docs/backends.md",
     )
 
 

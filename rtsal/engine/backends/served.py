@@ -65,6 +65,7 @@ class ServedBackend:
         threads: int | None = None,
         streams: int = 1,
         measure_plain: bool = True,
+        calibration: Callable[[tuple[int, ...]], list] | None = None,
     ) -> None:
         if mode not in (True, "background"):
             raise ValueError(f"mode must be True or 'background', not {mode!r}")
@@ -85,6 +86,8 @@ class ServedBackend:
         self.build_seconds: dict[tuple[int, ...], float] = {}
         self.source: dict[tuple[int, ...], str] = {}
         self.measure_plain = measure_plain
+        # int8: the calibration samples of an input shape (openvino.calibration_samples), for the backend
+        self.extra = {} if calibration is None else {"calibration": calibration}
         # the plain forward pass of this runtime, per shape, timed once after the build (ms; the HUD's base)
         self.plain_ms: dict[tuple[int, ...], float | None] = {}
 
@@ -120,7 +123,7 @@ class ServedBackend:
         threads = self.threads or torch.get_num_threads()
         try:
             backend = self.make(self.spec.for_input(shape), self.model, cache_dir=self.cache_dir,
-                                threads=threads, streams=self.streams)
+                                threads=threads, streams=self.streams, **self.extra)
             x = torch.zeros(shape)
             backend.run(x, torch.full((shape[0],), -1, dtype=torch.long))  # warm up
             self.plain_ms[shape] = _plain_ms(backend, x) if self.measure_plain else None
