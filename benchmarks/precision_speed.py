@@ -11,8 +11,10 @@ Two tables, one command each (or ``--part all``):
   module that runs before the end of the last scale at stride <= 4 out of autocast).
 - ``--part openvino``: the OpenVINO graph of the explainer (``backends.openvino.convert``) at f32, bf16, and
   INT8 by NNCF post-training quantisation (``nncf.quantize``) calibrated on the bundled photographs and eval
-  images, the statistic, CAM and normalisation left out of quantisation (:func:`int8_ignored_scope`); the
-  plain model quantised the same way is the baseline.
+  images (``backends.openvino.calibration_samples``): the whole trunk (only the statistic, CAM and
+  normalisation left out: :func:`int8_ignored_scope`), and what ``--precision int8`` builds
+  (``backends.openvino.quantize``: the first blocks left out too, at f32); the plain model quantised by
+  ``quantize(..., maps=False)`` is the baseline.
 
 Agreement: against the eager torch engine at f32 on every bundled photograph and eval image (224x224), the
 same top-1 and the worst correlation of the fused map, the CAM and each per-scale map (the helpers of
@@ -196,44 +198,30 @@ def torch_part(
 
 
 # -- OpenVINO: INT8 by NNCF ----------------------------------------------------------------------------------
-def _upstream(outputs: list) -> set[str]:
-    """The friendly names of every node ``outputs`` (of an ``openvino.Model``) depend on."""
-    seen: set[str] = set()
-    stack = [o.get_node() for o in outputs]
-    while stack:
-        n = stack.pop()
-        if n.get_friendly_name() in seen:
-            continue
-        seen.add(n.get_friendly_name())
-        stack.extend(i.get_source_output().get_node() for i in n.inputs())
-    return seen
-
-
-def int8_ignored_scope(ov_model: Any, f32_scale: int | None = None) -> Any:
-    """What NNCF leaves unquantised: everything downstream of the scale-end tensors that is not the model
-    itself (the nodes from which a map output, not the logits, is reachable: the statistic, normalisation and
-    CAM), and with ``f32_scale`` also the first blocks (every node scale ``f32_scale``'s map depends on)."""
+def int8_ignored_scope(ov_model: Any) -> Any:
+    """The 'whole trunk' INT8 row: only the statistic, normalisation and CAM unquantised (the nodes the maps
+    depend on but the logits do not); ``--precision int8`` also leaves the first blocks out
+    (``backends.openvino.int8_ignored``)."""
     import nncf
 
+    from rtsal.engine.backends.openvino import _upstream
+
     outs = list(ov_model.outputs)  # logits, top_p, top_i, target, cam_small, maps...
-    logits = _upstream(outs[:1])
-    ignored = _upstream(outs[4:]) - logits
-    if f32_scale is not None:
-        ignored |= _upstream(outs[5 + f32_scale:6 + f32_scale])
+    ignored = _upstream(outs[4:]) - _upstream(outs[:1])
     names = sorted(n.get_friendly_name() for n in ov_model.get_ordered_ops()
                    if n.get_friendly_name() in ignored and n.get_type_name() not in ("Constant", "Parameter"))
     return nncf.IgnoredScope(names=names, validate=False)
 
 
 def ov_part(
-    model_name: str, size: int, rounds: int, f32_until: str, agree: bool, clock: str
+    model_name: str, size: int, rounds: int, agree: bool, clock: str
 ) -> dict[str, Any]:
     import logging
 
     import nncf
     import openvino as ov
 
-    from rtsal.engine.backends.openvino import convert, ov_config
+    from rtsal.engine.backends.openvino import calibration_samples, convert, int8_ignored, ov_config, quantize
 
     nncf.set_log_level(logging.WARNING)
 
@@ -245,7 +233,6 @@ def ov_part(
     x = ex.preprocess(pics[0][1])
     tgt = torch.full((1,), -1, dtype=torch.long)
     refs = [ex.explain(im) for _, im in pics] if agree else []
-    calib = [ex.preprocess(im).contiguous().numpy() for _, im in pics]
     core = ov.Core()
     threads = torch.get_num_threads()
 
@@ -258,15 +245,12 @@ def ov_part(
 
     t = time.perf_counter()
     explain_f32, plain_f32 = ov_explain(), ov_plain()
-    dataset_explain = nncf.Dataset(calib, lambda a: (a, np.full((1,), -1, dtype=np.int64)))
-    dataset_plain = nncf.Dataset(calib, lambda a: a)
-    explain_int8 = nncf.quantize(explain_f32, dataset_explain, subset_size=len(calib),
-                                 ignored_scope=int8_ignored_scope(explain_f32))
-    plain_int8 = nncf.quantize(plain_f32, dataset_plain, subset_size=len(calib))
-    f32_scale = [name for name, _, _ in spec.layers].index(f32_until) if f32_until else None
-    if f32_scale is not None:
-        explain_int8_early = nncf.quantize(explain_f32, dataset_explain, subset_size=len(calib),
-                                           ignored_scope=int8_ignored_scope(explain_f32, f32_scale))
+    samples = calibration_samples(ex.preprocess, spec.shape)  # what --precision int8 calibrates on
+    dataset_explain = nncf.Dataset(samples, lambda a: (a, np.full((1,), -1, dtype=np.int64)))
+    whole = nncf.quantize(explain_f32, dataset_explain, subset_size=len(samples),
+                          ignored_scope=int8_ignored_scope(explain_f32))
+    shipped = quantize(ov_explain(), samples)  # --precision int8: the first blocks unquantised too
+    plain_int8 = quantize(ov_plain(), samples, maps=False)
     quant_s = time.perf_counter() - t
 
     def comp(m: Any, precision: str) -> Any:
@@ -276,10 +260,10 @@ def ov_part(
         "plain f32": comp(plain_f32, "f32"), "plain bf16": comp(plain_f32, "bf16"),
         "plain int8": comp(plain_int8, "bf16"), "plain int8 f32": comp(plain_int8, "f32"),
         "explain f32": comp(explain_f32, "f32"), "explain bf16": comp(explain_f32, "bf16"),
-        "explain int8": comp(explain_int8, "bf16"), "explain int8 f32": comp(explain_int8, "f32"),
+        "explain int8 whole trunk": comp(whole, "bf16"),
+        "explain int8 whole trunk, f32 hint": comp(whole, "f32"),
+        "explain int8 first blocks f32 (--precision int8)": comp(shipped, "int8"),
     }
-    if f32_scale is not None:  # the first blocks unquantised and at f32, the rest int8
-        models[f"explain int8 f32 until {f32_until}"] = comp(explain_int8_early, "f32")
     reqs = {n: m.create_infer_request() for n, m in models.items()}
 
     def ov_run(req: Any, n_out: int) -> Run:
@@ -299,10 +283,10 @@ def ov_part(
     ts = tgt.numpy()
     calls = {n: (lambda r=r, n=n: r.infer([xs] if n.startswith("plain") else [xs, ts]))
              for n, r in reqs.items()}
-    speed = interleaved(calls, rounds, ("plain f32", "plain bf16", "plain int8"), clock)
+    speed = interleaved(calls, rounds, ("plain f32", "plain bf16", "plain int8", "plain int8 f32"), clock)
     ex.close()
     return {"model": model_name, "agreement": rows, "speed": speed, "quantise_s": quant_s,
-            "int8_ignored_nodes": len(int8_ignored_scope(explain_f32).names)}
+            "int8_unquantised_nodes": len(int8_ignored(shipped))}
 
 
 # -- tables --------------------------------------------------------------------------------------------------
@@ -338,15 +322,12 @@ def main() -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--int8-f32-until", default="efficientnet-lite0=_blocks.4,resnet50=layer1",
-                   help="MODEL=LAYER,...: the scale-end layer up to which 'int8 f32 until' is unquantised")
     p.add_argument("--clock", choices=tuple(CLOCK), default="cpu",
                    help="cpu: the process's CPU time (use --threads 1 on a loaded machine); wall: wall clock")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     agree = set(a.agree.split(","))
-    int8_until = dict(kv.split("=", 1) for kv in a.int8_f32_until.split(",") if kv)
     res = []
     for m in a.models.split(","):
         if a.part in ("torch", "all"):
@@ -354,8 +335,7 @@ def main() -> int:
                         **torch_part(m, a.size, a.rounds, m in agree, a.clock)})
             print_tables(res[-1:])
         if a.part in ("openvino", "all"):
-            res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, int8_until.get(m, ""), m in agree,
-                                                          a.clock)})
+            res.append({"part": "openvino", **ov_part(m, a.size, a.rounds, m in agree, a.clock)})
             print_tables(res[-1:])
     if a.json:
         Path(a.json).write_text(json.dumps({"size": a.size, "threads": a.threads, "rounds": a.rounds,
