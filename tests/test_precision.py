@@ -145,6 +145,8 @@ def test_int8_backend_builds_once_and_is_refused_where_it_cannot_run(setup, tmp_
     assert _corr(results[0].fused, want.fused) > 0.9
     with pytest.raises(UsageError, match="openvino backend only"):
         Explainer(ex.model, size=SIZE, backend="compiled", precision="int8")
+    with Explainer(ex.model, size=SIZE, backend="auto", precision="int8", cache_dir=tmp_path) as q:
+        assert q.backend == "openvino"  # the one backend that offers it
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "nncf" else real(name, *a))

@@ -172,6 +172,8 @@ class Explainer:
         self.precision = precision
         if backend is None:
             backend = "compiled" if compile else "torch"
+        if backend == "auto" and precision == "int8" and self.kind == "image":
+            backend = "openvino"  # the one backend that offers it
         backend = resolve(backend, image_model=self.kind == "image")
         if backend != "torch" and self.kind != "image":  # the graph knows (N, C, h, w) CNN activations only
             import sys
