@@ -37,7 +37,7 @@ from rtsal.engine.saliency.smoe import runtime_statistic
 from rtsal.engine.spec import FastCAMSpec
 from rtsal.errors import UsageError
 
-__all__ = ["OpenVINOBackend", "calibration_samples", "convert", "ov_config", "quantize"]
+__all__ = ["OpenVINOBackend", "calibration_samples", "convert", "ov_config", "quantize", "static"]
 
 SUFFIX = ".ovblob"
 PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: what stays unquantised runs at f32
@@ -69,9 +69,25 @@ def convert(spec: FastCAMSpec, model: nn.Module) -> Any:
         # per input shape)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ov.convert_model(graph, example_input=example_inputs(spec))
+            return static(ov.convert_model(graph, example_input=example_inputs(spec)), spec.shape)
     finally:
         graph.close()
+
+
+def static(ov_model: Any, shape: Sequence[int] | None) -> Any:
+    """``ov_model`` (in place) with static input shapes: ``shape`` (N, 3, h, w), and (N,) for the targets
+    of an explanation graph. ``convert_model`` leaves them dynamic; the CPU plugin then ran Lite0's graph
+    1.4x (f32) and 1.6x (bf16) slower than the same graph at the one shape it is built for
+    (docs/backends.md)."""
+    import openvino as ov
+
+    if shape is None:
+        return ov_model
+    shapes = {0: ov.PartialShape(list(shape))}
+    if len(ov_model.inputs) > 1:
+        shapes[1] = ov.PartialShape([shape[0]])
+    ov_model.reshape(shapes)
+    return ov_model
 
 
 def calibration_samples(
@@ -146,13 +162,7 @@ def quantize(ov_model: Any, samples: Sequence[np.ndarray], maps: bool = True) ->
     except ImportError as exc:
         raise UsageError(NNCF_MISSING) from exc
     nncf.set_log_level(logging.WARNING)
-    shape = list(samples[0].shape)
-    import openvino as ov
-
-    shapes = {0: ov.PartialShape(shape)}
-    if maps:
-        shapes[1] = ov.PartialShape(shape[:1])
-    ov_model.reshape(shapes)  # static: the one shape the blob is built for
+    static(ov_model, samples[0].shape)  # the one shape the blob is built for
     if maps:
         data = nncf.Dataset(list(samples), lambda a: (a, np.full((a.shape[0],), -1, dtype=np.int64)))
         scope = nncf.IgnoredScope(names=int8_ignored(ov_model), validate=False)
@@ -228,7 +238,8 @@ class OpenVINOBackend:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 example = example_inputs(self.spec)[:1]
-                plain = ov.convert_model(clean_copy(self._model).eval(), example_input=example)
+                plain = static(ov.convert_model(clean_copy(self._model).eval(), example_input=example),
+                               example.shape)
             return quantize(plain, self._samples, maps=False) if self._samples else plain
 
         compiled, _ = self._compile(key, make)
@@ -250,6 +261,7 @@ class OpenVINOBackend:
             "openvino": ov.get_version(),
             "cpu": [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")],
             "config": {k: str(v) for k, v in config.items()},
+            "shapes": "static",  # blobs of the dynamic-shape graphs were slower: rebuilt
         }
 
     def run(self, x: Tensor, target: Tensor) -> GraphOutput:
