@@ -14,7 +14,8 @@ Two tables, one command each (or ``--part all``):
   images (``backends.openvino.calibration_samples``): the whole trunk (only the statistic, CAM and
   normalisation left out: :func:`int8_ignored_scope`), and what ``--precision int8`` builds
   (``backends.openvino.quantize``: the first blocks left out too, at f32); the plain model quantised by
-  ``quantize(..., maps=False)`` is the baseline.
+  ``quantize(..., maps=False)`` is the baseline. Every OpenVINO model has static input shapes, as the
+  backend builds them (``backends.openvino.static``).
 
 Agreement: against the eager torch engine at f32 on every bundled photograph and eval image (224x224), the
 same top-1 and the worst correlation of the fused map, the CAM and each per-scale map (the helpers of
@@ -221,7 +222,14 @@ def ov_part(
     import nncf
     import openvino as ov
 
-    from rtsal.engine.backends.openvino import calibration_samples, convert, int8_ignored, ov_config, quantize
+    from rtsal.engine.backends.openvino import (
+        calibration_samples,
+        convert,
+        int8_ignored,
+        ov_config,
+        quantize,
+        static,
+    )
 
     nncf.set_log_level(logging.WARNING)
 
@@ -241,7 +249,8 @@ def ov_part(
 
     def ov_plain() -> Any:
         with torch.no_grad():
-            return ov.convert_model(clean_copy(ex.model).eval(), example_input=example_inputs(spec)[:1])
+            x1 = example_inputs(spec)[0]
+            return static(ov.convert_model(clean_copy(ex.model).eval(), example_input=x1), x1.shape)
 
     t = time.perf_counter()
     explain_f32, plain_f32 = ov_explain(), ov_plain()
