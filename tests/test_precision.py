@@ -141,6 +141,7 @@ def test_int8_backend_builds_once_and_is_refused_where_it_cannot_run(setup, tmp_
             source = q._compiled.source[(1, 3, *SIZE)]
     assert [r.engine for r in results] == ["openvino", "openvino"]
     assert source == "cache"  # the calibration is deterministic: the second explainer found the blob
+    assert results[0].timings["plain"] > 0  # the plain model quantised the same way, the HUD's base
     torch.testing.assert_close(results[0].fused, results[1].fused)
     assert _corr(results[0].fused, want.fused) > 0.9
     with pytest.raises(UsageError, match="openvino backend only"):

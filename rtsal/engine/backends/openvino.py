@@ -239,7 +239,7 @@ class OpenVINOBackend:
                 warnings.simplefilter("ignore")
                 example = example_inputs(self.spec)[:1]
                 plain = static(ov.convert_model(clean_copy(self._model).eval(), example_input=example),
-                               example.shape)
+                               example[0].shape)
             return quantize(plain, self._samples, maps=False) if self._samples else plain
 
         compiled, _ = self._compile(key, make)
