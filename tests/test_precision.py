@@ -153,3 +153,13 @@ def test_int8_backend_builds_once_and_is_refused_where_it_cannot_run(setup, tmp_
                         lambda name, *a: None if name == "nncf" else real(name, *a))
     with pytest.raises(UsageError, match=r'needs nncf, which is not installed: pip install "rtsal\[openvino'):
         Explainer(ex.model, size=SIZE, backend="openvino", precision="int8")
+
+
+def test_cli_int8_asks_for_a_graph_backend():
+    """``rtsal image`` runs eager by default; ``--precision int8`` asks for its backend instead."""
+    from rtsal.cli import build_parser
+    from rtsal.commands.common import backend_setting
+
+    parse = build_parser().parse_args
+    assert backend_setting(parse(["image", "a.jpg", "-o", "out"])) == "torch"
+    assert backend_setting(parse(["image", "a.jpg", "-o", "out", "--precision", "int8"])) == "auto"

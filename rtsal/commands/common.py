@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rtsal.engine.spec import PRECISIONS  # the one list (imports no torch)
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.io.images import expand_images, read_rgb, write_rgb  # noqa: F401  (used by the commands)
 from rtsal.models import MODELS
@@ -151,7 +152,6 @@ def add_clip_options(g: argparse._ActionsContainer) -> None:
 
 
 BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "openvino")  # rtsal.engine.backends.BACKENDS
-PRECISIONS = ("f32", "bf16")  # rtsal.engine.spec.PRECISIONS
 
 
 def add_backend_options(g: argparse._ActionsContainer) -> None:
@@ -352,8 +352,9 @@ def backend_setting(args: argparse.Namespace) -> str:
     method = getattr(args, "method", "fastcam")
     if not METHODS[method].engine:
         return "torch"  # the comparison methods run their own passes on the eager model
-    if name == "auto":
-        return "auto" if compile_setting(args) else "torch"
+    if name == "auto":  # --precision int8 asks for its one backend (the Explainer's auto takes openvino)
+        wanted = compile_setting(args) or getattr(args, "precision", "f32") == "int8"
+        return "auto" if wanted else "torch"
     require(name)
     return name
 
