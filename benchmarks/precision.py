@@ -3,7 +3,7 @@
 For every bundled photograph and eval image (resized to 224x224), the eager torch engine at f32 is the
 reference; each backend/precision row gives how many images keep the same top-1, and the worst correlation
 over the images of the fused map, the CAM and each per-scale map. The targets (docs/backends.md): the same
-top-1 everywhere, every map >= 0.999 at f32 and >= 0.995 at bf16.
+top-1 everywhere, every map >= 0.999 at f32 and >= 0.995 at bf16 and int8. Speed: precision_speed.py.
 
     python benchmarks/precision.py --json benchmarks/results/precision.json
 """
@@ -45,7 +45,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="efficientnet-lite0")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--rows", default="openvino:f32,openvino:bf16,onnxruntime:f32,compiled:f32")
+    p.add_argument("--rows", default="openvino:f32,openvino:bf16,openvino:int8,onnxruntime:f32,compiled:f32,"
+                                     "compiled:bf16")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     weights = "default" if a.model.startswith("efficientnet-lite") else None

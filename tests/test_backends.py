@@ -133,11 +133,13 @@ def test_background_build_serves_eager_first(tmp_path):
         assert_agree(later, first, 0.999)
 
 
-def test_bf16_only_on_openvino():
+def test_bf16_only_on_openvino_and_compiled():
     from rtsal.errors import UsageError
 
-    with pytest.raises(UsageError, match="openvino backend only"):
+    with pytest.raises(UsageError, match="openvino and compiled backends only"):
         tiny_explainer(backend="torch", precision="bf16")
+    with pytest.raises(UsageError, match="openvino backend only"):
+        tiny_explainer(backend="onnxruntime", precision="int8")
 
 
 # -- the OpenVINO blob cache ---------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ def test_cli_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):
 def test_cli_precision_needs_openvino(tmp_path, capsys):
     rc = main(["image", str(DATA / "coffee.jpg"), "-o", str(tmp_path), "--backend", "torch",
                "--precision", "bf16"])
-    one_line_error(capsys, rc, 2, "openvino backend only")
+    one_line_error(capsys, rc, 2, "openvino and compiled backends only")
 
 
 def test_cli_image_on_openvino_names_the_backend(tmp_path, capsys):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rtsal.engine.spec import PRECISIONS  # the one list (imports no torch)
 from rtsal.errors import UsageError, VideoIOError
 from rtsal.io.images import expand_images, read_rgb, write_rgb  # noqa: F401  (used by the commands)
 from rtsal.models import MODELS
@@ -151,7 +152,6 @@ def add_clip_options(g: argparse._ActionsContainer) -> None:
 
 
 BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "openvino")  # rtsal.engine.backends.BACKENDS
-PRECISIONS = ("f32", "bf16")  # rtsal.engine.spec.PRECISIONS
 
 
 def add_backend_options(g: argparse._ActionsContainer) -> None:
@@ -179,8 +179,10 @@ def add_backend_choice(g: argparse._ActionsContainer, default: str | None = None
         "--precision",
         default="f32",
         choices=PRECISIONS,
-        help="inference precision: f32 (default; maps agree with eager to 0.999) or bf16 (openvino only: "
-        "faster on CPUs with bf16, per-scale maps less exact: see docs/backends.md)",
+        help="inference precision: f32 (default; maps agree with eager to 0.999), bf16 (openvino: faster "
+        "on CPUs with bf16, early per-scale maps less exact; compiled, CPU: the first blocks kept f32, every "
+        "map >= 0.995) or int8 (openvino with nncf: calibrated on the bundled images, the first blocks kept "
+        "f32): see docs/backends.md",
     )
 
 
@@ -350,8 +352,9 @@ def backend_setting(args: argparse.Namespace) -> str:
     method = getattr(args, "method", "fastcam")
     if not METHODS[method].engine:
         return "torch"  # the comparison methods run their own passes on the eager model
-    if name == "auto":
-        return "auto" if compile_setting(args) else "torch"
+    if name == "auto":  # --precision int8 asks for its one backend (the Explainer's auto takes openvino)
+        wanted = compile_setting(args) or getattr(args, "precision", "f32") == "int8"
+        return "auto" if wanted else "torch"
     require(name)
     return name
 

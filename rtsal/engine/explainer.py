@@ -72,8 +72,11 @@ class Explainer:
             backend is built per input shape, before the first call (``compile=True``, the default for
             them) or in the background (``compile="background"``: eager until it is ready).
             ``result.engine`` names the backend that drew each result.
-        precision: ``f32`` (default) or ``bf16`` (OpenVINO's inference precision; see docs/backends.md for
-            how far its maps agree with f32).
+        precision: ``f32`` (default), ``bf16``: OpenVINO's inference precision, or, with the compiled
+            backend on the CPU, the trunk under bf16 autocast with its first blocks and every map in f32
+            (:mod:`rtsal.engine.precision`); ``int8`` (openvino, needs ``nncf``): the trunk after the first
+            blocks quantised by NNCF on the bundled images. See docs/backends.md for how far the maps agree
+            with f32.
         threads: the graph runtime's threads per call (default: torch's thread setting).
         streams: how many calls may run at once (the pipeline's inference streams; default 1).
 
@@ -174,6 +177,8 @@ class Explainer:
         self.precision = precision
         if backend is None:
             backend = "compiled" if compile else "torch"
+        if backend == "auto" and precision == "int8" and self.kind == "image":
+            backend = "openvino"  # the one backend that offers it
         backend = resolve(backend, image_model=self.kind == "image")
         if backend != "torch" and self.kind != "image":  # the graph knows (N, C, h, w) CNN activations only
             import sys
@@ -181,9 +186,20 @@ class Explainer:
             print(f"rtsal: the {backend} backend takes image CNNs; {self.name} ({self.kind}) runs eager",
                   file=sys.stderr)
             backend, compile = "torch", False
-        if precision != "f32" and backend != "openvino":
-            raise UsageError(f"--precision {precision} is offered by the openvino backend only (this run: "
-                             f"{backend})")
+        offered = ("openvino",) if precision == "int8" else ("openvino", "compiled")
+        if precision != "f32" and backend not in offered:
+            raise UsageError(f"--precision {precision} is offered by the {' and '.join(offered)} backend"
+                             f"{'s' if len(offered) > 1 else ''} only (this run: {backend})")
+        if precision == "int8":
+            import importlib.util
+
+            from rtsal.engine.backends.openvino import NNCF_MISSING
+
+            if importlib.util.find_spec("nncf") is None:
+                raise UsageError(NNCF_MISSING)
+        if precision != "f32" and backend == "compiled" and self.device.type != "cpu":
+            raise UsageError(f"--precision {precision} with the compiled backend runs on the CPU only "
+                             f"(this run: {self.device})")
         self.backend = backend
         if backend != "torch":
             from rtsal.engine.backends.served import ServedBackend
@@ -193,9 +209,14 @@ class Explainer:
                 from rtsal.engine.backends.compiled import rebuild_args
 
                 options = {"device": str(self.device), "rebuild": rebuild_args(model, weights)}
+            calibration = None
+            if precision == "int8":  # NNCF calibrates on the bundled images, preprocessed as here
+                from rtsal.engine.backends.openvino import calibration_samples
+
+                calibration = partial(calibration_samples, self.preprocess)
             mode = compile if compile in (True, "background") else True
             self._compiled = ServedBackend(backend, self.spec, self._module, mode, cache_dir, threads=threads,
-                                           streams=streams, options=options)
+                                           streams=streams, options=options, calibration=calibration)
 
     # -- lifetime -----------------------------------------------------------------------------------------
     def __enter__(self) -> Explainer:

@@ -120,8 +120,9 @@ class ExplainGraph(nn.Module):
     def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
         """``x`` (N, 3, h, w) preprocessed; ``target`` (N,) long, a negative entry means "the top-1 class".
         Returns the fields of :class:`GraphOutput` as a plain tuple (what the exporter serialises)."""
-        logits = self.model(x)
-        acts = self.recorder.pop()
+        # f32 whatever the model computed in (a bf16 trunk: rtsal.engine.precision); a no-op at f32
+        logits = self.model(x).float()
+        acts = [a.float() for a in self.recorder.pop()]
         tgt = torch.where(target < 0, logits.argmax(dim=1), target)
         if self.head_weight is None:  # as the eager engine: the CAM of the raw tensor and its gradient
             if self.head_grad is None:
@@ -131,7 +132,7 @@ class ExplainGraph(nn.Module):
             last = torch.relu(acts[-1]) if self.cam_relu else acts[-1]
             cam_small = cam_from_linear_head(last, self.head_weight, tgt, self.cam)
         maps = scale_maps(acts, self.relu, self.statistic, self.norm)
-        probs = torch.softmax(logits.float(), dim=1)
+        probs = torch.softmax(logits, dim=1)
         top_p, top_i = probs.topk(self.topk, dim=1)
         return (logits, top_p, top_i, tgt, cam_small, *maps)
 

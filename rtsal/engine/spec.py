@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["FastCAMSpec", "PRECISIONS", "SPEC_VERSION", "weights_hash"]
 
 SPEC_VERSION = 1  # bump when a field's meaning changes
-PRECISIONS = ("f32", "bf16")  # inference precision of a backend: f32 agrees with eager to 1e-3 and better
+# inference precision of a backend: f32 agrees with eager to 1e-3 and better; bf16: openvino, compiled; int8:
+# openvino (NNCF), the first blocks kept f32 (docs/backends.md)
+PRECISIONS = ("f32", "bf16", "int8")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from rtsal.engine.backends.common import graph_of
 from rtsal.engine.cache import FORMAT, Cache
 from rtsal.engine.graph import GraphOutput, build_package, clean_copy, load_package
+from rtsal.engine.precision import lower
 from rtsal.engine.saliency.smoe import runtime_statistic
 from rtsal.engine.spec import FastCAMSpec, weights_hash
 
@@ -126,6 +127,7 @@ def build_entry(
         x = torch.randn(spec.shape, device=device)  # type: ignore[arg-type]
         if spec.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        lower(graph, spec.precision, x)  # bf16: the trunk under autocast, the first blocks f32
         build_package(graph, x, path, export_lock=alone())
     finally:
         graph.close()
@@ -179,8 +181,8 @@ class CompiledBackend:
     ) -> None:
         if spec.shape is None:
             raise ValueError("the spec holds no input shape")
-        if spec.precision != "f32":
-            raise ValueError("the compiled backend runs f32 only")
+        if spec.precision not in ("f32", "bf16"):
+            raise ValueError(f"the compiled backend runs f32 or bf16, not {spec.precision}")
         self.spec = spec
         self.device = torch.device(device)
         self.cache = Cache(cache_dir)

@@ -3,6 +3,11 @@
 - **Build**: :func:`~rtsal.engine.backends.common.graph_of` over a hook-free copy of the model, traced by
   ``openvino.convert_model`` with example inputs of the spec's shape, compiled by ``Core.compile_model``
   with ``INFERENCE_PRECISION_HINT`` = the spec's precision (``f32`` or ``bf16``) and the latency hint.
+- **INT8** (``precision="int8"``, needs ``nncf``): the graph quantised by NNCF post-training quantisation
+  (:func:`quantize`), calibrated on the bundled photographs and eval images preprocessed as the Explainer
+  does (:func:`calibration_samples`); the statistic, normalisation and CAM, and the first blocks (every node
+  the maps at stride <= :data:`INT8_F32_STRIDE` depend on) stay unquantised and run at f32: quantising them
+  moved Lite0's early maps to correlation 0.77 and top-1 on one image in 8 (docs/backends.md).
 - **Cache**: the compiled model's blob (``CompiledModel.export_model``) is kept in rtsal's cache folder under
   the key of the spec, the OpenVINO version, the CPU's capabilities and the config, with the same rules as
   the compiled engine's packages (:mod:`rtsal.engine.cache`: a 0700 folder, SHA-256 recorded at write and
@@ -17,7 +22,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +35,15 @@ from rtsal.engine.cache import Cache
 from rtsal.engine.graph import GraphOutput, clean_copy
 from rtsal.engine.saliency.smoe import runtime_statistic
 from rtsal.engine.spec import FastCAMSpec
+from rtsal.errors import UsageError
 
-__all__ = ["OpenVINOBackend", "convert", "ov_config"]
+__all__ = ["OpenVINOBackend", "calibration_samples", "convert", "ov_config", "quantize", "static"]
 
 SUFFIX = ".ovblob"
-PRECISION = {"f32": "f32", "bf16": "bf16"}
+PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: what stays unquantised runs at f32
+NNCF_MISSING = '--precision int8 needs nncf, which is not installed: pip install "rtsal[openvino]"'
+INT8_F32_STRIDE = 8  # int8: the scales at stride <= 8 (Lite0: up to blocks.4, 28 px at 224) and all before
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def ov_config(precision: str, threads: int | None, streams: int = 1) -> dict[str, Any]:
@@ -60,9 +69,105 @@ def convert(spec: FastCAMSpec, model: nn.Module) -> Any:
         # per input shape)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ov.convert_model(graph, example_input=example_inputs(spec))
+            return static(ov.convert_model(graph, example_input=example_inputs(spec)), spec.shape)
     finally:
         graph.close()
+
+
+def static(ov_model: Any, shape: Sequence[int] | None) -> Any:
+    """``ov_model`` (in place) with static input shapes: ``shape`` (N, 3, h, w), and (N,) for the targets
+    of an explanation graph. ``convert_model`` leaves them dynamic; the CPU plugin then ran Lite0's graph
+    1.4x (f32) and 1.6x (bf16) slower than the same graph at the one shape it is built for
+    (docs/backends.md)."""
+    import openvino as ov
+
+    if shape is None:
+        return ov_model
+    shapes = {0: ov.PartialShape(list(shape))}
+    if len(ov_model.inputs) > 1:
+        shapes[1] = ov.PartialShape([shape[0]])
+    ov_model.reshape(shapes)
+    return ov_model
+
+
+def calibration_samples(
+    preprocess: Callable[[np.ndarray], Tensor], shape: tuple[int, ...]
+) -> list[np.ndarray]:
+    """The INT8 calibration set for inputs of ``shape`` (N, 3, h, w): the bundled photographs and eval images
+    (sorted by name: deterministic) preprocessed by ``preprocess`` (RGB uint8 -> (1, 3, h', w')), resized to
+    (h, w) if need be, in batches of N (the last one filled from the first images)."""
+    import cv2
+
+    paths = sorted(DATA.glob("*.jpg")) + sorted((DATA / "eval").glob("*.jpg"))
+    xs = []
+    for p in paths:
+        x = preprocess(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)).float().cpu()
+        if tuple(x.shape[-2:]) != tuple(shape[-2:]):
+            x = torch.nn.functional.interpolate(x, size=tuple(shape[-2:]), mode="bilinear",
+                                                align_corners=False)
+        xs.append(x.contiguous())
+    n = shape[0]
+    xs += xs[: (-len(xs)) % n]
+    return [np.ascontiguousarray(torch.cat(xs[i:i + n]).numpy(), dtype=np.float32)
+            for i in range(0, len(xs), n)]
+
+
+def int8_key(samples: Sequence[np.ndarray]) -> dict[str, Any]:
+    """What an INT8 blob depends on beyond the spec: the calibration set, NNCF's version, the f32 rule."""
+    import hashlib
+
+    import nncf
+
+    digest = hashlib.sha256()
+    for a in samples:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return {"calibration": digest.hexdigest(), "nncf": nncf.__version__, "int8_f32_stride": INT8_F32_STRIDE}
+
+
+def _upstream(outputs: Sequence[Any]) -> set[str]:
+    """The friendly names of the nodes ``outputs`` (of an ``openvino.Model``) depend on."""
+    seen: set[str] = set()
+    stack = [o.get_node() for o in outputs]
+    while stack:
+        n = stack.pop()
+        if n.get_friendly_name() not in seen:
+            seen.add(n.get_friendly_name())
+            stack.extend(i.get_source_output().get_node() for i in n.inputs())
+    return seen
+
+
+def int8_ignored(ov_model: Any) -> list[str]:
+    """The nodes of an explanation graph (outputs: logits, top-p, top-i, target, CAM, maps; static shapes)
+    NNCF leaves unquantised: the statistic, normalisation and CAM (the nodes the maps depend on but the
+    logits do not), and the first blocks (every node the maps at stride <= :data:`INT8_F32_STRIDE` depend
+    on)."""
+    outs = list(ov_model.outputs)
+    h, w = (int(d) for d in ov_model.inputs[0].get_shape()[-2:])
+    ignored = _upstream(outs[4:]) - _upstream(outs[:1])
+    sizes = [tuple(int(d) for d in o.get_shape()[-2:]) for o in outs[5:]]
+    fine = [i for i, (hl, wl) in enumerate(sizes) if hl * INT8_F32_STRIDE >= h and wl * INT8_F32_STRIDE >= w]
+    if fine:
+        ignored |= _upstream(outs[5 + max(fine):6 + max(fine)])
+    return sorted(n.get_friendly_name() for n in ov_model.get_ordered_ops()
+                  if n.get_friendly_name() in ignored and n.get_type_name() not in ("Constant", "Parameter"))
+
+
+def quantize(ov_model: Any, samples: Sequence[np.ndarray], maps: bool = True) -> Any:
+    """``ov_model`` quantised to INT8 by NNCF, calibrated on ``samples`` (all of them, in order); ``maps``:
+    it is the explanation graph (two inputs; :func:`int8_ignored` stays unquantised), else a plain model."""
+    import logging
+
+    try:
+        import nncf
+    except ImportError as exc:
+        raise UsageError(NNCF_MISSING) from exc
+    nncf.set_log_level(logging.WARNING)
+    static(ov_model, samples[0].shape)  # the one shape the blob is built for
+    if maps:
+        data = nncf.Dataset(list(samples), lambda a: (a, np.full((a.shape[0],), -1, dtype=np.int64)))
+        scope = nncf.IgnoredScope(names=int8_ignored(ov_model), validate=False)
+        return nncf.quantize(ov_model, data, subset_size=len(samples), ignored_scope=scope)
+    return nncf.quantize(ov_model, nncf.Dataset(list(samples)), subset_size=len(samples))
 
 
 class OpenVINOBackend:
@@ -77,6 +182,7 @@ class OpenVINOBackend:
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
         streams: int = 1,
+        calibration: Callable[[tuple[int, ...]], list[np.ndarray]] | None = None,
     ) -> None:
         import openvino as ov
 
@@ -87,8 +193,18 @@ class OpenVINOBackend:
         self._core = ov.Core()
         self._model = model
         self.cache = Cache(cache_dir, suffix=SUFFIX)
-        self.compiled, self.source = self._compile(self.cache_spec(spec, self.config, self._core),
-                                                   lambda: convert(spec, model))
+        self._samples: list[np.ndarray] = []
+        key = self.cache_spec(spec, self.config, self._core)
+        if spec.precision == "int8":
+            if calibration is None:
+                raise ValueError("precision int8 needs calibration samples (an Explainer passes them)")
+            self._samples = calibration(spec.shape)
+            key = {**key, **int8_key(self._samples)}
+        def make() -> Any:
+            graph = convert(spec, model)
+            return quantize(graph, self._samples) if self._samples else graph
+
+        self.compiled, self.source = self._compile(key, make)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(max(1, streams)):
             self._requests.put(self.compiled.create_infer_request())
@@ -113,6 +229,8 @@ class OpenVINOBackend:
         import openvino as ov
 
         key = {**self.cache_spec(self.spec, self.config, self._core), "plain": True, "method": "plain"}
+        if self._samples:  # int8: the plain model quantised as a user would, on the same samples
+            key = {**key, **int8_key(self._samples)}
 
         def make() -> Any:
             import warnings
@@ -120,7 +238,9 @@ class OpenVINOBackend:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 example = example_inputs(self.spec)[:1]
-                return ov.convert_model(clean_copy(self._model).eval(), example_input=example)
+                plain = static(ov.convert_model(clean_copy(self._model).eval(), example_input=example),
+                               example[0].shape)
+            return quantize(plain, self._samples, maps=False) if self._samples else plain
 
         compiled, _ = self._compile(key, make)
         request = compiled.create_infer_request()
@@ -141,6 +261,7 @@ class OpenVINOBackend:
             "openvino": ov.get_version(),
             "cpu": [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")],
             "config": {k: str(v) for k, v in config.items()},
+            "shapes": "static",  # blobs of the dynamic-shape graphs were slower: rebuilt
         }
 
     def run(self, x: Tensor, target: Tensor) -> GraphOutput:

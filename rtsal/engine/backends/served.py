@@ -79,6 +79,7 @@ class ServedBackend:
         streams: int = 1,
         measure_plain: bool = True,
         options: Mapping[str, Any] | None = None,
+        calibration: Callable[[tuple[int, ...]], list] | None = None,
     ) -> None:
         if mode not in (True, "background"):
             raise ValueError(f"mode must be True or 'background', not {mode!r}")
@@ -102,6 +103,9 @@ class ServedBackend:
         self.build_seconds: dict[tuple[int, ...], float] = {}
         self.source: dict[tuple[int, ...], str] = {}
         self.measure_plain = measure_plain
+        # int8: the calibration samples of an input shape (openvino.calibration_samples), for the backend
+        if calibration is not None:
+            self.options["calibration"] = calibration
         # the plain forward pass of this runtime, per shape, timed once after the build (ms; the HUD's base)
         self.plain_ms: dict[tuple[int, ...], float | None] = {}
 
