@@ -45,9 +45,18 @@ def _quiet_convert(module: torch.nn.Module, x: torch.Tensor):
 
     import openvino as ov
 
+    from rtsal.engine.backends.openvino import static
+
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        return ov.convert_model(module, example_input=(x,))
+        # at the one input shape it runs at: the fastest plain model (convert_model leaves shapes dynamic)
+        return static(ov.convert_model(module, example_input=(x,)), tuple(x.shape))
+
+
+def installed_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def _ort_plain(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -123,10 +132,17 @@ def measure(
             with torch.inference_mode():
                 return compiled_plain(x)
 
+        def tc_plain_bf16() -> object:  # what a PyTorch user runs at bf16: autocast around the compiled model
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return compiled_plain(x)
+
         calls["torch.compile plain"] = tc_plain
-        ex = explainer("compiled")
-        calls["compiled explain"] = lambda ex=ex: ex.explain(x)
-        bases["compiled explain"] = "torch.compile plain"
+        calls["torch.compile plain bf16"] = tc_plain_bf16
+        for precision, base in (("f32", "torch.compile plain"), ("bf16", "torch.compile plain bf16")):
+            ex = explainer("compiled", precision)
+            name = "compiled explain" + ("" if precision == "f32" else " bf16")
+            calls[name] = lambda ex=ex: ex.explain(x)
+            bases[name] = base
     if "onnxruntime" in backends and installed("onnxruntime"):
         calls["onnxruntime plain"] = _ort_plain(clean_copy(ref.model).eval(), x_dense)
         ex = explainer("onnxruntime")
@@ -146,6 +162,13 @@ def measure(
             ex = explainer("openvino", precision)
             calls[f"openvino explain {precision}"] = lambda ex=ex: ex.explain(x)
             bases[f"openvino explain {precision}"] = f"openvino plain {precision}"
+        if installed_module("nncf"):
+            ex = explainer("openvino", "int8")
+            # the plain model quantised the same way (NNCF on the same images, the same first blocks f32)
+            backend = ex._compiled._built[tuple(x.shape)]
+            calls["openvino plain int8"] = lambda p=backend.plain(): p(x_dense)
+            calls["openvino explain int8"] = lambda ex=ex: ex.explain(x)
+            bases["openvino explain int8"] = "openvino plain int8"
     names = list(calls)
     for fn in calls.values():  # warm-up
         fn()
