@@ -165,8 +165,8 @@ def measure(
         if installed_module("nncf"):
             ex = explainer("openvino", "int8")
             # the plain model quantised the same way (NNCF on the same images, the same first blocks f32)
-            backend = ex._compiled._built[tuple(x.shape)]
-            calls["openvino plain int8"] = lambda p=backend.plain(): p(x_dense)
+            plain_int8 = ex._compiled._built[tuple(x.shape)].plain()
+            calls["openvino plain int8"] = lambda: plain_int8(x_dense)
             calls["openvino explain int8"] = lambda ex=ex: ex.explain(x)
             bases["openvino explain int8"] = "openvino plain int8"
     names = list(calls)
