@@ -123,7 +123,7 @@ def test_int8_quantises_the_trunk_but_not_the_first_blocks_or_the_maps(setup):
     fed = {i.get_node().get_friendly_name() for n in fq for o in n.outputs() for i in o.get_target_inputs()}
     assert fed and not fed & kept
     convs = [n.get_friendly_name() for n in graph.get_ordered_ops() if n.get_type_name() == "Convolution"]
-    # the stem stays f32, later blocks are int8 (the last convolutions are the statistic's channel means, kept)
+    # the stem stays f32, later blocks are int8 (the last convolutions: the statistic's channel means, kept)
     assert convs[0] in kept and any(c not in kept for c in convs)
 
 
