@@ -154,9 +154,11 @@ def aoti(graph: nn.Module, x: torch.Tensor, folder: Path) -> Run:
     return load_package(build_package(graph, x, path))
 
 
-def torch_part(
-    model_name: str, size: int, rounds: int, agree: bool, clock: str
-) -> dict[str, Any]:
+def setup(
+    model_name: str, size: int, agree: bool
+) -> tuple[Explainer, Any, torch.Tensor, torch.Tensor, list, list]:
+    """The eager f32 explainer (Lite0 with its weights, others random), its spec at (1, 3, size, size), the
+    first image preprocessed, the top-1 target, the images and (``agree``) their eager results."""
     weights = "default" if model_name.startswith("efficientnet-lite") else None
     pics = images(size)
     torch.manual_seed(0)
@@ -165,6 +167,13 @@ def torch_part(
     x = ex.preprocess(pics[0][1])
     tgt = torch.full((1,), -1, dtype=torch.long)
     refs = [ex.explain(im) for _, im in pics] if agree else []
+    return ex, spec, x, tgt, pics, refs
+
+
+def torch_part(
+    model_name: str, size: int, rounds: int, agree: bool, clock: str
+) -> dict[str, Any]:
+    ex, spec, x, tgt, pics, refs = setup(model_name, size, agree)
     explained: dict[str, Run] = {}
 
     def graph() -> nn.Module:
@@ -233,14 +242,7 @@ def ov_part(
 
     nncf.set_log_level(logging.WARNING)
 
-    weights = "default" if model_name.startswith("efficientnet-lite") else None
-    pics = images(size)
-    torch.manual_seed(0)
-    ex = Explainer(model_name, weights=weights, size=size)
-    spec = ex.spec.for_input((1, 3, size, size))
-    x = ex.preprocess(pics[0][1])
-    tgt = torch.full((1,), -1, dtype=torch.long)
-    refs = [ex.explain(im) for _, im in pics] if agree else []
+    ex, spec, x, tgt, pics, refs = setup(model_name, size, agree)
     core = ov.Core()
     threads = torch.get_num_threads()
 
