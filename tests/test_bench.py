@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -187,3 +188,32 @@ def test_plot_without_matplotlib_fails_before_measuring(tmp_path, monkeypatch, c
     err = capsys.readouterr().err.strip()
     assert "--plot needs matplotlib" in err and len(err.splitlines()) == 1
     assert not called and not (tmp_path / "p.png").exists()
+
+
+def test_bench_backends_every_runtime_against_its_own_plain_forward(tmp_path, capsys):
+    """``rtsal bench --backends``: one interleaved loop over every installed backend; each explained row is
+    compared with the plain forward of its own runtime and precision (compiled bf16 with ``torch.compile``
+    under autocast, OpenVINO int8 with the plain model quantised the same way)."""
+    out_json = tmp_path / "backends.json"
+    code = main(["bench", "--backends", "--model", "resnet18", "--weights", "none", "--size", "64",
+                 "--iters", "3", "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "rtsal bench --backends: resnet18 at 64x64" in out
+    rows = {r["name"]: r for r in json.loads(out_json.read_text())["rows"]}
+    want = {"torch explain": "torch plain"}
+    from rtsal.engine.backends import installed
+
+    if installed("compiled"):
+        want |= {"compiled explain": "torch.compile plain", "compiled explain bf16": "torch.compile plain bf16"}
+    if installed("onnxruntime"):
+        want["onnxruntime explain"] = "onnxruntime plain"
+    if installed("openvino"):
+        want |= {"openvino explain f32": "openvino plain f32", "openvino explain bf16": "openvino plain bf16"}
+        if importlib.util.find_spec("nncf") is not None:
+            want["openvino explain int8"] = "openvino plain int8"
+    for name, base in want.items():
+        row = rows[name]
+        assert row["base"] == base and row["median_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["median_ms"] / rows[base]["median_ms"])
+        assert name in out

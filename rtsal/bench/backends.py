@@ -6,10 +6,13 @@ rotates each round), so load on the machine hits every row alike:
 - ``torch plain``: the model in ``inference_mode`` (channels-last), eager; ``torch explain``: the
   Explainer's eager ``explain`` on the preprocessed tensor;
 - ``torch.compile plain``: ``torch.compile`` with freezing, called under ``inference_mode`` (what a PyTorch
-  user runs); ``compiled explain``: the AOTInductor graph (``--backend compiled``);
+  user runs), and the same under bf16 autocast; ``compiled explain``: the AOTInductor graph (``--backend
+  compiled``), at f32 and ``--precision bf16``;
 - ``onnxruntime plain``: the plain model in ONNX Runtime's default CPU session; ``onnxruntime explain``;
 - ``openvino plain (default)``: ``Core().compile_model(model, "CPU")`` with no settings (bf16 on CPUs that
-  have it); ``openvino plain f32`` / ``bf16``; ``openvino explain f32`` / ``bf16``.
+  have it), at the one static input shape; ``openvino plain f32`` / ``bf16``; ``openvino explain f32`` /
+  ``bf16``; with nncf, ``openvino plain int8`` (the plain model quantised as ``--precision int8`` quantises)
+  and ``openvino explain int8``.
 
 Each explain row's ratio is to the plain row of the same runtime and precision (``base``). Used by
 ``rtsal bench --backends`` and ``benchmarks/backends.py``.
