@@ -205,7 +205,8 @@ def test_bench_backends_every_runtime_against_its_own_plain_forward(tmp_path, ca
     from rtsal.engine.backends import installed
 
     if installed("compiled"):
-        want |= {"compiled explain": "torch.compile plain", "compiled explain bf16": "torch.compile plain bf16"}
+        want["compiled explain"] = "torch.compile plain"
+        want["compiled explain bf16"] = "torch.compile plain bf16"
     if installed("onnxruntime"):
         want["onnxruntime explain"] = "onnxruntime plain"
     if installed("openvino"):
