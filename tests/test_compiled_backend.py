@@ -92,3 +92,29 @@ def test_no_cxx_compiler_falls_back_with_one_line(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no C++ compiler" in err[0] and "eager" in err[0], err
     assert hook_count(model) == 0
+
+
+def test_compiled_backend_times_its_own_plain_model(tmp_path):
+    """The HUD's base on the compiled backend: the plain model compiled by AOTInductor with the same settings,
+    cached beside the explained graph, timed once after the build (``timings["plain"]``)."""
+    from rtsal.engine.backends.compiled import plain_key
+    from rtsal.engine.cache import Cache
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    spec = _spec(model, 1)
+    backend = CompiledBackend(spec, model, cache_dir=tmp_path)
+    try:
+        x = torch.randn(1, 3, *SIZE)
+        assert backend.plain()(x) is None
+        assert Cache(tmp_path).lookup(plain_key(spec)) is not None  # cached apart from the explained graph
+        assert plain_key(spec) != cache_key(spec)
+        (logits,) = backend._plain(x, torch.full((1,), -1))
+        with torch.no_grad():
+            torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-4)
+    finally:
+        backend.close()
+    with Explainer(model, size=SIZE, backend="compiled", cache_dir=tmp_path / "e") as ex:
+        result = ex.explain(torch.zeros(1, 3, *SIZE))
+        assert result.engine == "compiled"
+        assert result.timings["plain"] > 0  # the same runtime's plain forward, not eager PyTorch's

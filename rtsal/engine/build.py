@@ -6,8 +6,9 @@ model (``{"model": NAME, "weights": "default" | PATH}``, see
 remove once read (the job itself, a state dict of random weights): the parent may have ended meanwhile (a
 build left to finish). The child rebuilds the module, checks that its class and weights hash are the spec's,
 builds the package into the cache (or finds it built by another process that held the key's lock) and exits
-0. Exit 3: the model cannot be rebuilt here or is not the parent's (the parent then builds in its own
-process); exit 1: the build failed (stderr says why).
+0; with ``"plain": true``, the package of the plain model instead (the compiled backend's baseline).
+Exit 3: the model cannot be rebuilt here or is not the parent's (the parent then builds in its own process);
+exit 1: the build failed (stderr says why).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import sys
 def main(argv: list[str]) -> int:
     import torch
 
-    from rtsal.engine.backends.compiled import CHILD_NOT_SAME, build_entry, cache_key, rebuild_model
+    from rtsal.engine.backends.compiled import (
+        CHILD_NOT_SAME,
+        build_entry,
+        build_plain_entry,
+        cache_key,
+        plain_key,
+        rebuild_model,
+    )
     from rtsal.engine.cache import Cache
     from rtsal.engine.spec import FastCAMSpec
 
@@ -44,7 +52,11 @@ def main(argv: list[str]) -> int:
                 os.unlink(path)
     if model is None:
         return CHILD_NOT_SAME
-    Cache(job["cache"]).store(cache_key(spec, device), lambda tmp: build_entry(spec, model, tmp, device))
+    cache = Cache(job["cache"])
+    if job.get("plain"):  # the plain model's package: the compiled backend's baseline
+        cache.store(plain_key(spec, device), lambda tmp: build_plain_entry(spec, model, tmp, device))
+    else:
+        cache.store(cache_key(spec, device), lambda tmp: build_entry(spec, model, tmp, device))
     return 0
 
 

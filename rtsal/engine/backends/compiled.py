@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from rtsal.engine.backends.common import graph_of
 from rtsal.engine.cache import FORMAT, Cache
-from rtsal.engine.graph import GraphOutput, build_package, clean_copy, load_package
+from rtsal.engine.graph import GraphOutput, ParallelRunner, build_package, clean_copy, load_package
 from rtsal.engine.precision import lower
 from rtsal.engine.saliency.smoe import runtime_statistic
 from rtsal.engine.spec import FastCAMSpec, weights_hash
@@ -133,6 +133,52 @@ def build_entry(
         graph.close()
 
 
+class PlainGraph(nn.Module):
+    """The plain model as :func:`~rtsal.engine.graph.build_package` takes a graph: ``(x, target) ->
+    (logits,)`` (the target unused), so that the compiled backend's baseline is the same runtime's plain
+    forward pass."""
+
+    needs_head_grad = False
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, target: Tensor) -> tuple[Tensor]:
+        return (self.model(x),)
+
+
+def plain_key(spec: FastCAMSpec, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The cache key of the plain model's package for ``spec`` (the explained graph's key, marked plain)."""
+    return {**cache_key(spec, device), "method": "plain", "plain": True}
+
+
+def build_plain_entry(
+    spec: FastCAMSpec,
+    model: nn.Module,
+    path: Path,
+    device: str | torch.device = "cpu",
+    context: BuildContext | None = None,
+) -> None:
+    """Compile the plain model of ``spec`` (logits only; at bf16 the whole model under CPU autocast, as a
+    PyTorch user runs it) into the package ``path``, with the same build settings as the explained graph."""
+    require_compiler()
+    graph = PlainGraph(clean_copy(model).eval())
+    x = torch.randn(spec.shape, device=device)  # type: ignore[arg-type]
+    if spec.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if spec.precision == "bf16":
+        forward = graph.model.forward
+
+        def at_bf16(*args: Any) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return forward(*args).float()
+
+        graph.model.forward = at_bf16
+    lock = context.exclusive.hold(exclusive=True) if context is not None else contextlib.nullcontext()
+    build_package(graph, x, path, export_lock=lock)  # type: ignore[arg-type]
+
+
 def rebuild_args(model: object, weights: object) -> dict[str, Any] | None:
     """How a child process rebuilds the Explainer's module, as JSON values: the model's name and its weights
     (``default``, a path, or None for random weights, handed over as a state dict at build time); None for
@@ -188,6 +234,8 @@ class CompiledBackend:
         self.cache = Cache(cache_dir)
         self.key = cache_key(spec, self.device)
         self.runners = max(default_runners(), int(streams))
+        self._model, self._rebuild, self._context = model, rebuild, context
+        self._plain: Any = None
         package, self.source = self._package(model, rebuild, context)
         self._run = load_package(package, self.runners, str(self.device))
         self.runner = self._run.runner  # type: ignore[attr-defined]  # ParallelRunner: close(), peak
@@ -200,7 +248,7 @@ class CompiledBackend:
         if found is not None:
             return found, "cache"
         if context is not None and context.background and rebuild is not None:
-            package = self._build_in_child(model, rebuild, context)
+            package = self._build_in_child(model, rebuild, context, self.key)
             if package is not None:
                 return package, "child"
         if context is not None and context.closed:
@@ -208,10 +256,32 @@ class CompiledBackend:
         return self.cache.store(self.key, lambda tmp: build_entry(self.spec, model, tmp, self.device,
                                                                    context)), "built"
 
-    def _build_in_child(self, model: nn.Module, rebuild: Mapping[str, Any],
-                        context: BuildContext) -> Path | None:
-        """Run ``python -m rtsal.engine.build`` to write the entry; the package, or None when the child could
-        not rebuild the same model (the caller then builds in this process)."""
+    def plain(self) -> Any:
+        """The plain model (logits only) compiled by AOTInductor with the same settings, cached: a callable
+        ``x -> None``, the baseline of the maps' cost on this runtime (the HUD). Built like the explained
+        graph: in a child process when this one serves in the background, so that Inductor is not imported
+        here."""
+        key = plain_key(self.spec, self.device)
+        package = self.cache.lookup(key)
+        ctx, rebuild = self._context, self._rebuild
+        if package is None and ctx is not None and ctx.background and rebuild is not None:
+            package = self._build_in_child(self._model, rebuild, ctx, key, plain=True)
+        if package is None:
+            package = self.cache.store(key, lambda tmp: build_plain_entry(self.spec, self._model, tmp,
+                                                                          self.device, ctx))
+        self._plain = ParallelRunner(package, 1)
+        target = torch.full((self.spec.shape[0],), -1, dtype=torch.long)  # type: ignore[index]
+
+        def call(x: Tensor) -> None:
+            self._plain(x.to(self.device, torch.float32).contiguous(memory_format=self._layout), target)
+
+        return call
+
+    def _build_in_child(self, model: nn.Module, rebuild: Mapping[str, Any], context: BuildContext,
+                        key: Mapping[str, Any], plain: bool = False) -> Path | None:
+        """Run ``python -m rtsal.engine.build`` to write the entry ``key`` (``plain``: the plain model's);
+        the package, or None when the child could not rebuild the same model (the caller then builds in this
+        process)."""
         require_compiler()
         self.cache.ensure()
         source = dict(rebuild)
@@ -222,7 +292,7 @@ class CompiledBackend:
             torch.save(model.state_dict(), state)
             source["weights"] = state
         job = {"spec": self.spec.to_json(), "model": source, "device": str(self.device),
-               "cache": str(self.cache.root)}
+               "cache": str(self.cache.root), "plain": plain}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({**job, "delete": [p for p in (f.name, state) if p]}, f)  # the child removes them
         env = dict(os.environ)
@@ -254,7 +324,7 @@ class CompiledBackend:
         if proc.returncode != 0:
             lines = text.splitlines()
             raise RuntimeError(lines[-1] if lines else f"the child build ended with status {proc.returncode}")
-        package = self.cache.lookup(self.key)
+        package = self.cache.lookup(key)
         if package is None:
             raise RuntimeError("the child build wrote no valid cache entry")
         return package
@@ -267,7 +337,8 @@ class CompiledBackend:
 
     def close(self) -> None:
         """Delete the loaded graph once the calls inside it have returned; later calls raise RuntimeError."""
-        close = getattr(self.runner, "close", None)
-        if close is not None:
-            close()
+        for runner in (self.runner, self._plain):
+            close = getattr(runner, "close", None)
+            if close is not None:
+                close()
 

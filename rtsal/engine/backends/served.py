@@ -147,7 +147,6 @@ class ServedBackend:
                                 threads=threads, streams=self.streams, **options)
             x = torch.zeros(shape)
             backend.run(x, torch.full((shape[0],), -1, dtype=torch.long))  # warm up
-            self.plain_ms[shape] = _plain_ms(backend, x) if self.measure_plain else None
         except Exception as exc:  # noqa: BLE001 - any runtime failure means "stay eager"
             self._built[shape] = FAILED
             if self._closed:  # the run ended meanwhile: nothing to report
@@ -158,10 +157,16 @@ class ServedBackend:
         self.build_seconds[shape] = time.perf_counter() - t0
         self.source[shape] = getattr(backend, "source", "built")
         with self._lock:
-            if not self._closed:
+            published = not self._closed
+            if published:
                 self._built[shape] = backend
-                return
-        backend.close()
+        if not published:
+            backend.close()
+            return
+        # then, while it serves: the plain model of the same runtime, timed once (the HUD's base; the compiled
+        # backend may have to build it first, in a child process)
+        if self.measure_plain and not self._closed:
+            self.plain_ms[shape] = _plain_ms(backend, x)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for background builds (tests, benchmarks)."""
