@@ -167,3 +167,22 @@ def test_cli_int8_asks_for_a_graph_backend():
     parse = build_parser().parse_args
     assert backend_setting(parse(["image", "a.jpg", "-o", "out"])) == "torch"
     assert backend_setting(parse(["image", "a.jpg", "-o", "out", "--precision", "int8"])) == "auto"
+
+
+def test_cli_int8_keeps_standard_output_for_the_results(tmp_path, capsys):
+    """NNCF's progress bars go to standard error; standard output holds the command's own lines only."""
+    pytest.importorskip("nncf")
+    from rtsal.cli import main
+
+    src = tmp_path / "in.png"
+    import cv2
+    from helpers import photo
+
+    cv2.imwrite(str(src), cv2.cvtColor(photo("coffee"), cv2.COLOR_RGB2BGR))
+    code = main(["image", str(src), "-o", str(tmp_path / "out"), "--model", "resnet18", "--weights", "none",
+                 "--size", "64", "--backend", "openvino", "--precision", "int8",
+                 "--cache-dir", str(tmp_path / "cache")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "━" not in out and "Statistics collection" not in out
+    assert out.splitlines()[0].startswith("in.png: ")

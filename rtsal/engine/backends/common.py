@@ -14,7 +14,16 @@ from rtsal.engine.saliency.smoe import NEEDS_RELU, runtime_statistic
 from rtsal.engine.spec import FastCAMSpec
 from rtsal.types import LayerInfo
 
-__all__ = ["example_inputs", "graph_of", "outputs_of"]
+__all__ = ["example_inputs", "graph_of", "outputs_of", "quiet_cpp_extension"]
+
+
+def quiet_cpp_extension() -> None:
+    """Silence torch's C++ extension helper's "No CUDA runtime is found, using CUDA_HOME=..." warning, which
+    it prints on every CPU-only build (AOTInductor) or import (NNCF) where a CUDA toolkit folder exists: not a
+    problem of the run. Errors still show."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def graph_of(spec: FastCAMSpec, model: nn.Module, runtime: str = "torch") -> ExplainGraph:

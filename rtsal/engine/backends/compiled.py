@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from rtsal.engine.backends.common import graph_of
+from rtsal.engine.backends.common import graph_of, quiet_cpp_extension
 from rtsal.engine.cache import FORMAT, Cache
 from rtsal.engine.graph import GraphOutput, ParallelRunner, build_package, clean_copy, load_package
 from rtsal.engine.precision import lower
@@ -58,9 +57,7 @@ __all__ = [
     "rebuild_model",
 ]
 
-# torch's C++ extension helper warns "No CUDA runtime is found, using CUDA_HOME=..." on every CPU-only build
-# where a CUDA toolkit folder exists: not a problem of the run, so not said on every compile
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+quiet_cpp_extension()
 
 BUILD = "frozen-noprepack"  # the build settings in the key: frozen under no_grad, teams sized by the caller
 CHILD_NOT_SAME = 3  # the child's exit status when the model it rebuilt is not the parent's

@@ -19,10 +19,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rtsal.engine.backends.common import example_inputs, graph_of, outputs_of
+from rtsal.engine.backends.common import example_inputs, graph_of, outputs_of, quiet_cpp_extension
 from rtsal.engine.cache import Cache
 from rtsal.engine.graph import GraphOutput, clean_copy
 from rtsal.engine.saliency.smoe import runtime_statistic
@@ -116,6 +118,7 @@ def int8_key(samples: Sequence[np.ndarray]) -> dict[str, Any]:
     """What an INT8 blob depends on beyond the spec: the calibration set, NNCF's version, the f32 rule."""
     import hashlib
 
+    quiet_cpp_extension()  # NNCF's import builds torch's C++ extension helper
     import nncf
 
     digest = hashlib.sha256()
@@ -157,6 +160,7 @@ def quantize(ov_model: Any, samples: Sequence[np.ndarray], maps: bool = True) ->
     it is the explanation graph (two inputs; :func:`int8_ignored` stays unquantised), else a plain model."""
     import logging
 
+    quiet_cpp_extension()  # NNCF's import builds torch's C++ extension helper
     try:
         import nncf
     except ImportError as exc:
@@ -166,8 +170,27 @@ def quantize(ov_model: Any, samples: Sequence[np.ndarray], maps: bool = True) ->
     if maps:
         data = nncf.Dataset(list(samples), lambda a: (a, np.full((a.shape[0],), -1, dtype=np.int64)))
         scope = nncf.IgnoredScope(names=int8_ignored(ov_model), validate=False)
-        return nncf.quantize(ov_model, data, subset_size=len(samples), ignored_scope=scope)
-    return nncf.quantize(ov_model, nncf.Dataset(list(samples)), subset_size=len(samples))
+        kw: dict[str, Any] = {"ignored_scope": scope}
+    else:
+        data, kw = nncf.Dataset(list(samples)), {}
+    with _progress_on_stderr():
+        return nncf.quantize(ov_model, data, subset_size=len(samples), **kw)
+
+
+@contextlib.contextmanager
+def _progress_on_stderr() -> Iterator[None]:
+    """NNCF draws its progress bars through rich's global console, on standard output, which is the
+    command's own (top-5 lines, tables, JSON): on standard error meanwhile. Not ``redirect_stdout``: the
+    quantisation runs in a build thread while the command's thread may print."""
+    import rich
+
+    console = rich.get_console()
+    before = getattr(console, "_file", None)
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = before  # type: ignore[assignment]  # None: back to the lazy sys.stdout
 
 
 class OpenVINOBackend:
