@@ -37,6 +37,7 @@ __all__ = [
     "PAIRED",
     "EvalConfig",
     "comparison_maps",
+    "config_baseline",
     "evaluate",
     "load_boxes",
     "summarise",
@@ -81,6 +82,17 @@ class EvalConfig:
     backend: str = "torch"  # the backend of the default settings' maps (rtsal.engine.backends)
     precision: str = "f32"
 
+
+
+def config_baseline(
+    x: torch.Tensor, config: Any, mean: Sequence[float], std: Sequence[float], index: int
+) -> torch.Tensor:
+    """The deletion/insertion substrate of image ``index`` for ``x`` (N, 3, h, w) as ``config`` says: its
+    kind (``config.baseline``), blur as a fraction of the short side (``config.blur``), seed + index."""
+    from rtsal.eval import metrics as ev
+
+    return ev.make_baseline(x, config.baseline, mean=mean, std=std, sigma=config.blur * min(x.shape[-2:]),
+                            seed=config.seed + index)
 
 def load_boxes(path: str | Path | None) -> dict[str, list[float]]:
     """File name -> (x0, y0, x1, y1) in the image's pixels, from ``--boxes`` or the bundled set."""
@@ -206,14 +218,7 @@ def evaluate(
     tolerance = config.pointing_tolerance / 224
     for i, (sample, x, t) in enumerate(zip(samples, xs, targets, strict=True)):
         x = x.float().contiguous()
-        base = ev.make_baseline(
-            x,
-            config.baseline,
-            mean=mean,
-            std=std,
-            sigma=config.blur * min(x.shape[-2:]),
-            seed=config.seed + i,
-        )
+        base = config_baseline(x, config, mean, std, i)
         stack = torch.stack([maps[s.label][i] for s in specs]).to(x.device)
         sc = ev.score_maps(model, x, base, stack, t, config.steps, config.batch_size, config.seed)
         box = boxes.get(sample.name) if sample.clip is None else None

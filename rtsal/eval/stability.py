@@ -75,7 +75,7 @@ def temporal_section(
 
     from rtsal.engine.explainer import Explainer
     from rtsal.eval import metrics as ev
-    from rtsal.eval.run import FIELD, comparison_maps
+    from rtsal.eval.run import FIELD, comparison_maps, config_baseline
     from rtsal.eval.stats import mean_ci  # numpy: not at import (`rtsal --help` stays light)
     from rtsal.eval.temporal import DEFAULT_FLOW, TemporalMeter
     from rtsal.render.smooth import MapSmoother
@@ -168,14 +168,7 @@ def temporal_section(
             stride = max(1, (len(xs) - 1) // SCORED_FRAMES)
             for i in range(1, len(xs), stride):
                 x = xs[i].float().contiguous()
-                base = ev.make_baseline(
-                    x,
-                    config.baseline,
-                    mean=mean,
-                    std=std,
-                    sigma=config.blur * min(x.shape[-2:]),
-                    seed=config.seed + i,
-                )
+                base = config_baseline(x, config, mean, std, i)
                 stack = torch.stack([maps[row][i] for row in rows]).to(x.device)
                 sc = ev.score_maps(
                     model, x, base, stack, targets[i], config.steps, config.batch_size, config.seed
